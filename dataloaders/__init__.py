@@ -1,0 +1,1 @@
+"""Data: GSV-Cities training set, evaluation sets, the synthetic data generator."""

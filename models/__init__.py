@@ -1,0 +1,4 @@
+"""Models: VPRModel, backbones and aggregators."""
+from .vpr_model import VPRModel
+
+__all__ = ["VPRModel"]

@@ -1,0 +1,55 @@
+"""Loading weights from our Lightning checkpoints and from bare state_dicts (e.g. the authors' releases)."""
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PREFIXES = ("model.", "module.")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, hyper_parameters) from a Lightning ``.ckpt`` or a bare state_dict file.
+
+    hyper_parameters is empty for a bare state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return obj["state_dict"], dict(obj.get("hyper_parameters", {}))
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise ValueError(f"{path} is neither a Lightning checkpoint (with 'state_dict') nor a state_dict of tensors")
+
+
+def strip_prefix(state_dict: dict, model: nn.Module) -> dict:
+    """Remove a ``model.``/``module.`` prefix (DataParallel, wrappers) when the model's keys lack it."""
+    own = set(model.state_dict())
+    for prefix in PREFIXES:
+        if state_dict and all(k.startswith(prefix) for k in state_dict) and not any(k.startswith(prefix) for k in own):
+            return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def load_weights(model: nn.Module, state_dict: dict, source: str = "checkpoint") -> None:
+    """Load ``state_dict`` into ``model`` strictly, with an error that lists what does not fit."""
+    state_dict = strip_prefix(state_dict, model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(f"{k}: {tuple(state_dict[k].shape)} in {source}, {tuple(own[k].shape)} in model"
+                    for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or shapes:
+        show = lambda keys: ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        lines = [f"{source} does not fit the model's architecture:"]
+        if missing:
+            lines.append(f"  missing keys: {show(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys: {show(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches: {show(shapes)}")
+        lines.append("  Check backbone_arch, layers_to_crop, agg_arch and agg_config (and image_size for MixVPR) "
+                     "against the configuration the checkpoint was trained with.")
+        raise RuntimeError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True)

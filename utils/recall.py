@@ -1,0 +1,72 @@
+"""Recall@K of place recognition: exact nearest neighbours with faiss, hits counted without a loop."""
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+DEFAULT_K = (1, 5, 10, 15, 20, 50, 100)
+
+
+def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bool = False) -> np.ndarray:
+    """Indices (num_queries, k) of the k nearest references of each query by exact L2 search.
+
+    On L2-normalised descriptors L2 order equals cosine order. ``faiss_gpu`` uses a GPU index when
+    faiss has GPU support, and says so when it does not.
+    """
+    r_list = np.ascontiguousarray(r_list, dtype=np.float32)
+    q_list = np.ascontiguousarray(q_list, dtype=np.float32)
+    index = faiss.IndexFlatL2(r_list.shape[1])
+    if faiss_gpu:
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+            raise RuntimeError("faiss_gpu=True but this faiss has no GPU support or sees no GPU; "
+                               "install faiss-gpu, or pass faiss_gpu=False")
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    index.add(r_list)
+    _, predictions = index.search(q_list, k)
+    return predictions
+
+
+def hit_matrix(predictions: np.ndarray, gt: Sequence[np.ndarray], num_references: int) -> np.ndarray:
+    """Boolean (num_queries, k): whether prediction j of query i is one of its positives."""
+    counts = np.fromiter((len(p) for p in gt), dtype=np.int64, count=len(gt))
+    positives = np.concatenate([np.asarray(p, dtype=np.int64).ravel() for p in gt]) if counts.sum() else np.zeros(0, np.int64)
+    # one integer key per (query, reference) pair turns the per-query membership test into one np.isin
+    pos_keys = np.repeat(np.arange(len(gt), dtype=np.int64), counts) * num_references + positives
+    pred_keys = np.arange(len(gt), dtype=np.int64)[:, None] * num_references + predictions
+    return np.isin(pred_keys, pos_keys) & (predictions >= 0)
+
+
+def recall_at_k(predictions: np.ndarray, gt: Sequence[np.ndarray], num_references: int,
+                k_values: Sequence[int] = DEFAULT_K) -> dict[int, float]:
+    """{k: fraction of queries with a positive among their first k predictions}.
+
+    Queries without positives stay in the denominator (they are misses).
+    """
+    if len(gt) != len(predictions):
+        raise ValueError(f"{len(predictions)} queries predicted but ground truth has {len(gt)} entries")
+    hits = np.logical_or.accumulate(hit_matrix(predictions, gt, num_references), axis=1)
+    return {k: float(hits[:, min(k, hits.shape[1]) - 1].mean()) for k in k_values}
+
+
+def format_recall_table(recalls: dict[int, float], dataset_name: str = "") -> str:
+    """A two-row text table: K, then recall@K in percent with two decimals."""
+    ks = [f"R@{k}" for k in recalls]
+    vals = [f"{100 * v:.2f}" for v in recalls.values()]
+    widths = [max(len(a), len(b)) for a, b in zip(ks, vals)]
+    title = f"Recall@K (%) on {dataset_name}" if dataset_name else "Recall@K (%)"
+    row = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
+    rule = "+-" + "-+-".join("-" * w for w in widths) + "-+"
+    return "\n".join([title, rule, row(ks), rule, row(vals), rule])
+
+
+def get_validation_recalls(r_list, q_list, k_values, gt, print_results=True, faiss_gpu=False,
+                           dataset_name="dataset without name ?") -> dict[int, float]:
+    """Recall@K of queries ``q_list`` against references ``r_list``; ``gt[i]`` holds the positive
+    reference indices of query i. Returns ``{k: fraction}``, optionally printing the table."""
+    k_values = list(k_values)
+    k_max = min(max(k_values), len(r_list))
+    predictions = search_nearest(r_list, q_list, k_max, faiss_gpu=faiss_gpu)
+    recalls = recall_at_k(predictions, gt, len(r_list), k_values)
+    if print_results:
+        print("\n" + format_recall_table(recalls, dataset_name) + "\n")
+    return recalls
