@@ -13,7 +13,6 @@ from lightning.pytorch.cli import LightningCLI
 
 from dataloaders.datamodule import VPRDataModule
 from models import VPRModel
-from utils.checkpoint_io import AtomicCheckpointIO
 
 __all__ = ["VPRModel", "VPRDataModule", "VPRCLI", "main"]
 
@@ -41,7 +40,7 @@ class VPRCLI(LightningCLI):
             config.checkpoint.monitor = f"{config.data.val_sets[0]}/R1"
         if config.checkpoint.filename is None:
             metric = config.checkpoint.monitor
-            config.checkpoint.filename = f"epoch{{epoch:02d}}_{metric.replace('/', '_')}[{{{metric}:.4f}}]"
+            config.checkpoint.filename = f"epoch{{epoch:02d}}-{metric.replace('/', '_')}={{{metric}:.4f}}"
 
 
 def main(args=None) -> VPRCLI:
@@ -59,7 +58,7 @@ def main(args=None) -> VPRCLI:
             "default_root_dir": "LOGS",
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "LOGS"}},
             "callbacks": [LearningRateMonitor(logging_interval="step")],
-            "plugins": [AtomicCheckpointIO()],
+            "plugins": [{"class_path": "utils.checkpoint_io.AtomicCheckpointIO"}],
             "num_sanity_val_steps": 0,
         },
         auto_configure_optimizers=False,

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from utils.distributed import gather_by_index
@@ -13,6 +13,8 @@ from utils.losses import get_loss, get_miner
 from utils.recall import DEFAULT_K, format_recall_table, get_validation_recalls
 
 from . import helper
+
+print_on_rank_zero = rank_zero_only(print)
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
@@ -62,6 +64,9 @@ class VPRModel(L.LightningModule):
         self.loss_fn = get_loss(loss_name, **(loss_config or {}))
         self.miner = get_miner(miner_name, **(miner_config or {}))
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        # descriptors of the last evaluation, per set name, in dataset order (database then queries)
+        self.eval_descriptors: dict[str, np.ndarray] = {}
+        self.eval_recalls: dict[str, dict[int, float]] = {}
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, descriptor_dim) L2-normalised descriptors."""
@@ -148,10 +153,11 @@ class VPRModel(L.LightningModule):
             descriptors = gather_by_index(indices.to(self.device), local, len(dataset)).cpu().numpy()
             recalls = self.evaluate_descriptors(descriptors, dataset)
             name = dataset.name
+            self.eval_descriptors[name], self.eval_recalls[name] = descriptors, recalls
             for k in (1, 5, 10):
                 if k in recalls:
                     self.log(f"{name}/R{k}", recalls[k], sync_dist=False, rank_zero_only=False)
-            rank_zero_info("\n" + format_recall_table(recalls, name))
+            print_on_rank_zero("\n" + format_recall_table(recalls, name) + "\n")
 
     def evaluate_descriptors(self, descriptors: np.ndarray, dataset) -> dict[int, float]:
         """Recall@K of an evaluation set (database first, then queries) from its descriptors."""

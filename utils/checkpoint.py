@@ -10,14 +10,16 @@ PREFIXES = ("model.", "module.")
 def read_state_dict(path: str | Path) -> tuple[dict, dict]:
     """(state_dict, hyper_parameters) from a Lightning ``.ckpt`` or a bare state_dict file.
 
-    hyper_parameters is empty for a bare state_dict.
+    hyper_parameters is empty for a bare state_dict; LightningCLI's private entries (``_instantiator``,
+    ``_class_path``) are left out, so ``VPRModel(**hyper_parameters)`` rebuilds the architecture.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     obj = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        return obj["state_dict"], dict(obj.get("hyper_parameters", {}))
+        hparams = {k: v for k, v in obj.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        return obj["state_dict"], hparams
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, {}
     raise ValueError(f"{path} is neither a Lightning checkpoint (with 'state_dict') nor a state_dict of tensors")

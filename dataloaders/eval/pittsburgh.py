@@ -1,0 +1,64 @@
+"""Pittsburgh 30k/250k from NetVLAD's dbStruct ``.mat`` files (Arandjelovic et al., CVPR 2016)."""
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from scipy.io import loadmat
+
+from ..image_io import check_files_exist
+from .base import EvalDataset, positives_within
+
+PITTSBURGH_SETS = ("pitts30k_val", "pitts30k_test", "pitts250k_val", "pitts250k_test")
+LAYOUT = ("<root>/datasets/<name>.mat (NetVLAD dbStruct; or <root>/<name>.mat), database images under <root>/ "
+          "(e.g. 000/000000_pitch1_yaw1.jpg) and queries under <root>/queries_real/")
+FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "numQueries",
+          "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
+
+
+def read_db_struct(mat_path: Path) -> dict:
+    """The dbStruct of a NetVLAD ``.mat`` as a dict: file names as str lists, utm as (N, 2) arrays."""
+    try:
+        struct = loadmat(str(mat_path))["dbStruct"][0, 0]
+    except (KeyError, ValueError, TypeError, OSError) as err:
+        raise ValueError(f"{mat_path} is not a NetVLAD dbStruct .mat file ({err}); expected fields {FIELDS}") from err
+    missing = [f for f in FIELDS if f not in (struct.dtype.names or ())]
+    if missing:
+        raise ValueError(f"{mat_path}: dbStruct lacks fields {missing}; expected {FIELDS}")
+    names = lambda cell: [str(c[0]) for c in np.asarray(cell).ravel()]
+    return {
+        "db_images": names(struct["dbImageFns"]),
+        "utm_db": np.asarray(struct["utmDb"], dtype=np.float64).T,
+        "q_images": names(struct["qImageFns"]),
+        "utm_q": np.asarray(struct["utmQ"], dtype=np.float64).T,
+        "pos_dist_thr": float(np.asarray(struct["posDistThr"]).ravel()[0]),
+    }
+
+
+def find_mat(root: Path, name: str) -> Path:
+    """The ``.mat`` of set ``name`` under ``root``, with an error naming the paths tried."""
+    tried = [root / "datasets" / f"{name}.mat", root / f"{name}.mat"]
+    for path in tried:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{name}: ground truth not found, tried {[str(p) for p in tried]}. Expected layout: "
+                            f"{LAYOUT}. Set --data.pitts_root or the PITTSBURGH_ROOT environment variable.")
+
+
+class PittsburghDataset(EvalDataset):
+    """A Pittsburgh split; positives are database images within ``posDistThr`` (25 m) of the query."""
+
+    def __init__(self, root: str | Path, name: str = "pitts30k_test", transform: Optional[Callable] = None,
+                 pos_dist_thr: Optional[float] = None):
+        root = Path(root)
+        if name not in PITTSBURGH_SETS:
+            raise ValueError(f"unknown Pittsburgh split {name!r}; choose one of {PITTSBURGH_SETS}")
+        if not root.is_dir():
+            raise FileNotFoundError(f"{name}: Pittsburgh root {root} is not a folder. Expected layout: {LAYOUT}. "
+                                    f"Set --data.pitts_root or the PITTSBURGH_ROOT environment variable.")
+        db = read_db_struct(find_mat(root, name))
+        # the paper's positives: posDistThr (25 m), not the 10 m nonTrivPosDistSqThr used in training
+        radius = db["pos_dist_thr"] if pos_dist_thr is None else pos_dist_thr
+        db_paths = [root / p for p in db["db_images"]]
+        q_paths = [root / "queries_real" / p for p in db["q_images"]]
+        check_files_exist(db_paths + q_paths, name, LAYOUT)
+        super().__init__(name, db_paths, q_paths, positives_within(db["utm_db"], db["utm_q"], radius), transform)
