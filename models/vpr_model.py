@@ -13,6 +13,7 @@ from utils.losses import get_loss, get_miner
 from utils.recall import DEFAULT_K, format_recall_table, get_validation_recalls
 
 from . import helper
+from .distillation import Teacher, build_distill_loss
 
 print_on_rank_zero = rank_zero_only(print)
 
@@ -27,6 +28,11 @@ class VPRModel(L.LightningModule):
     ``image_size`` (height, width) is the training/evaluation size; it fixes the aggregator's input
     dimensions where they are not given. Training: P places x K images per batch, metric-learning
     loss with an optional miner, linear warm-up then a step decay by epoch.
+
+    Knowledge distillation: with ``teacher_checkpoint`` a frozen trained VPRModel embeds the same
+    batch and the loss becomes metric loss + ``distill_weight`` x ``distill_loss`` (``similarity``:
+    the batch's cosine-similarity matrices, any descriptor sizes; ``projection``: a learned map to the
+    teacher's space). The teacher is not part of the student's state_dict or optimizer.
     """
 
     def __init__(
@@ -51,6 +57,11 @@ class VPRModel(L.LightningModule):
         miner_config: Optional[dict] = None,
         recall_k: Sequence[int] = DEFAULT_K,
         faiss_gpu: bool = False,
+        teacher_checkpoint: Optional[str] = None,
+        distill_loss: str = "similarity",
+        distill_weight: float = 1.0,
+        distill_config: Optional[dict] = None,
+        teacher_precision: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -63,6 +74,10 @@ class VPRModel(L.LightningModule):
         self.descriptor_dim = self.aggregator.out_dim
         self.loss_fn = get_loss(loss_name, **(loss_config or {}))
         self.miner = get_miner(miner_name, **(miner_config or {}))
+        # a plain attribute (Teacher is not an nn.Module): outside the state_dict, optimizer and DDP
+        self.teacher = Teacher.from_checkpoint(teacher_checkpoint, teacher_precision) if teacher_checkpoint else None
+        self.distill_loss_fn = (build_distill_loss(distill_loss, self.descriptor_dim, self.teacher.descriptor_dim,
+                                                   **(distill_config or {})) if self.teacher is not None else None)
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
         # descriptors of the last evaluation, per set name, in dataset order (database then queries)
         self.eval_descriptors: dict[str, np.ndarray] = {}
@@ -86,13 +101,22 @@ class VPRModel(L.LightningModule):
         """Embed P places x K images and return the metric-learning loss over place labels."""
         places, labels = batch
         p, k = places.shape[:2]
-        descriptors = self(places.flatten(0, 1))
+        images = places.flatten(0, 1)
+        descriptors = self(images)
         loss, nontrivial = self.metric_loss(descriptors, labels.flatten())
+        if self.teacher is not None:
+            distill = self.distill_loss_fn(descriptors, self.teacher(images))
+            self.log("distill_loss", distill, prog_bar=True, batch_size=p * k)
+            loss = loss + self.hparams.distill_weight * distill
         self.log("loss", loss, prog_bar=True, batch_size=p * k)
         # the original project's b_acc: share of samples the miner found nothing to learn from
         self.log("b_acc", 1.0 - nontrivial, prog_bar=True, batch_size=p * k)
         self.log("nontrivial", nontrivial, batch_size=p * k)
         return loss
+
+    def on_fit_start(self):
+        if self.teacher is not None:
+            self.teacher.to(self.device)
 
     def configure_optimizers(self):
         """The optimizer from the config and one per-step schedule: warm-up, then x lr_mult at each milestone epoch."""

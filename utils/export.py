@@ -21,11 +21,11 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.vpr_model import VPRModel
 from utils.checkpoint import load_weights, read_state_dict
 
 FORMATS = ("onnx", "torchscript")
@@ -38,11 +38,10 @@ class ExportMismatchError(RuntimeError):
     """The exported model's descriptors differ from the PyTorch model's by more than the tolerance."""
 
 
-def model_from_state(state_dict: dict, hyper_parameters: dict, source: str = "checkpoint", **model_kwargs):
+def model_from_state(state_dict: dict, hyper_parameters: dict, source: str = "checkpoint",
+                     **model_kwargs) -> VPRModel:
     """An eval-mode VPRModel built from saved ``hyper_parameters`` overridden by ``model_kwargs``,
     with ``state_dict`` loaded strictly. ImageNet weights are never fetched (they are overwritten)."""
-    from models.vpr_model import VPRModel
-
     accepted = inspect.signature(VPRModel).parameters
     if not hyper_parameters and not model_kwargs:
         raise ValueError(
@@ -65,7 +64,7 @@ def model_from_state(state_dict: dict, hyper_parameters: dict, source: str = "ch
     return model.eval()
 
 
-def load_model(checkpoint: str | Path, **model_kwargs):
+def load_model(checkpoint: str | Path, **model_kwargs) -> VPRModel:
     """Eval-mode VPRModel from one of our Lightning ``.ckpt`` files (architecture from its saved
     hyper-parameters) or from a bare state_dict (architecture from ``model_kwargs``: backbone_arch,
     layers_to_crop, agg_arch, agg_config, image_size). ``model_kwargs`` override saved values."""
@@ -113,11 +112,11 @@ def export_torchscript(model: nn.Module, path: str | Path, image_size: Sequence[
         with warnings.catch_warnings():
             # MixVPR's input-size check is a constant for the fixed image size: the trace is right
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            if isinstance(model, L.LightningModule):
-                # its ``trainer`` property raises outside a Trainer; Lightning's entry point avoids that
-                traced = model.to_torchscript(method="trace", example_inputs=example)
-            else:
-                traced = torch.jit.trace(model, example)
+            # torch.jit reads every attribute, and LightningModule.trainer raises outside a Trainer
+            # (Lightning's own to_torchscript is deprecated): trace the network itself. VPRModel.forward
+            # is aggregator(backbone(x)); verify_export compares the trace with the model.
+            network = nn.Sequential(model.backbone, model.aggregator) if isinstance(model, VPRModel) else model
+            traced = torch.jit.trace(network, example)
     finally:
         model.train(was_training)
     torch.jit.save(traced, str(path))

@@ -1,0 +1,169 @@
+"""What a model costs at deployment: parameters, multiply-accumulates, descriptor size, CPU speed.
+
+    python bench/model_costs.py                      # the four reference configurations at 320 x 320
+    python bench/model_costs.py --models resnet18-1024 --reps 5
+
+Per model: parameters; MACs of one image (convolutions and matrix products, counted by
+``torch.utils.flop_counter.FlopCounterMode`` on a forward pass, MACs = FLOPs / 2; batch norm,
+activations and element-wise ops are not counted); descriptor size; CPU latency of one image (batch
+1) and throughput at batch 32, in eager PyTorch and in ONNX Runtime (the model exported on the fly
+into a temporary folder with ``utils.export``). Each timing is the best of a few runs after a warm-up
+run; the big teacher runs fewer. A second table compares, for distillation, the frozen teacher's forward pass with
+one training step of the student (P x K = 16 x 4 images of 64 x 64, multi-similarity loss, SGD).
+Prints Markdown. Timings are only comparable on an otherwise idle machine: a concurrent process makes
+OpenMP threads wait for each other and inflates them many times.
+"""
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import VPRModel  # noqa: E402
+from models.distillation import Teacher  # noqa: E402
+from utils.export import export_onnx  # noqa: E402
+
+# name -> (VPRModel arguments, repetitions weight: 1 = full count). MixVPR as published: 4 mixer
+# layers, mlp_ratio 1, 4 output rows; layer4 cropped (stride 16, 20 x 20 maps at 320 x 320).
+MODELS = {
+    "resnet50-4096 (teacher)": (dict(backbone_arch="resnet50", agg_config=dict(out_channels=1024, out_rows=4)), 0.34),
+    "resnet18-1024": (dict(backbone_arch="resnet18", agg_config=dict(out_channels=256, out_rows=4)), 1.0),
+    "mobilenet_v2-2048": (dict(backbone_arch="mobilenet_v2", agg_config=dict(out_channels=512, out_rows=4)), 1.0),
+    # 32 channels x 4 rows: the compact 128-d descriptor
+    "efficientnet_b0-128": (dict(backbone_arch="efficientnet_b0", agg_config=dict(out_channels=32, out_rows=4)), 1.0),
+}
+MIXVPR = dict(agg_arch="MixVPR", layers_to_crop=[4], pretrained=False)
+MIXER = dict(mix_depth=4, mlp_ratio=1)
+
+
+def build(name: str, image_size: tuple[int, int]) -> VPRModel:
+    """The configuration ``name`` of ``MODELS`` at ``image_size``, random weights, eval mode."""
+    config, _ = MODELS[name]
+    config = {**MIXVPR, **config, "agg_config": {**MIXER, **config["agg_config"]}}
+    return VPRModel(**config, image_size=image_size).eval()
+
+
+def best_seconds(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
+    """Shortest wall time of ``fn()`` over ``reps`` runs after ``warmup`` runs: the least disturbed run
+    (as ``timeit`` recommends; other processes only ever add time)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def macs_per_image(model: torch.nn.Module, image_size: tuple[int, int]) -> int:
+    """Multiply-accumulates of one forward pass of one image (FLOPs / 2)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, *image_size))
+    return counter.get_total_flops() // 2
+
+
+def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threads: int, folder: Path) -> dict:
+    """One row of the cost table."""
+    model = build(name, image_size)
+    reps = max(2, round(reps * MODELS[name][1]))
+    one = torch.randn(1, 3, *image_size)
+    many = torch.randn(batch, 3, *image_size)
+    row = {"model": name, "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+           "GMACs": macs_per_image(model, image_size) / 1e9, "dim": model.descriptor_dim}
+    with torch.no_grad():
+        row["torch b1 (ms)"] = 1e3 * best_seconds(lambda: model(one), reps)
+        row[f"torch b{batch} (img/s)"] = batch / best_seconds(lambda: model(many), max(1, reps // 3))
+
+    import onnxruntime
+
+    path = export_onnx(model, folder / f"{name.split()[0]}.onnx", image_size, dynamic_batch=True)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    one_np, many_np = one.numpy(), many.numpy()
+    row["ORT b1 (ms)"] = 1e3 * best_seconds(lambda: session.run(None, {"images": one_np}), reps)
+    row[f"ORT b{batch} (img/s)"] = batch / best_seconds(lambda: session.run(None, {"images": many_np}),
+                                                          max(1, reps // 3))
+    got = session.run(None, {"images": one_np})[0]
+    with torch.no_grad():
+        row["ORT max diff"] = float(np.abs(got - model(one).numpy()).max())
+    return row
+
+
+def distillation_overhead(image_size: tuple[int, int] = (64, 64), places: int = 16, per_place: int = 4,
+                          reps: int = 3) -> list[dict]:
+    """Seconds of the teacher's forward pass (fp32 and bf16 autocast) and of one student training step
+    on the same batch of ``places * per_place`` images."""
+    teacher_model = build("resnet50-4096 (teacher)", image_size)
+    student = VPRModel(**{**MIXVPR, **MODELS["resnet18-1024"][0], "layers_to_freeze": 2},
+                       image_size=image_size).train()
+    images = torch.randn(places * per_place, 3, *image_size)
+    labels = torch.arange(places).repeat_interleave(per_place)
+    optimizer = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+
+    def train_step():
+        optimizer.zero_grad()
+        loss, _ = student.metric_loss(student(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    rows = []
+    for label, fn in [("teacher forward, fp32", lambda: Teacher(teacher_model)(images)),
+                      ("teacher forward, bf16 autocast", lambda: Teacher(teacher_model, "bf16")(images)),
+                      ("student train step (resnet18-1024)", train_step)]:
+        rows.append({"step": label, "batch": len(images), "seconds": best_seconds(fn, reps)})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """Rows of equal keys as a Markdown table."""
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.1e}" if 0 < abs(value) < 1e-2 else f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+        return str(value)
+
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+    lines += ["| " + " | ".join(cell(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Measure and print both tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS), metavar="NAME",
+                        help=f"subset of {list(MODELS)}")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(320, 320), metavar=("H", "W"))
+    parser.add_argument("--reps", type=int, default=6,
+                        help="timed runs at batch 1 (fewer for the teacher and at batch 32)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size of the throughput columns")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (torch and ONNX Runtime)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    image_size = tuple(args.image_size)
+    print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+          f"{image_size[0]} x {image_size[1]} images\n")
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.models:
+            start = time.perf_counter()
+            rows.append(measure(name, image_size, args.reps, args.batch, args.threads, Path(folder)))
+            print(f"  measured {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    print(markdown(rows))
+    print("\nDistillation: teacher resnet50-4096 vs student resnet18-1024, 64 x 64 images\n")
+    print(markdown(distillation_overhead()))
+
+
+if __name__ == "__main__":
+    main()
