@@ -160,7 +160,7 @@ class Teacher:
         """Teacher from one of our Lightning ``.ckpt`` (architecture from its saved hyper-parameters) or
         a bare state_dict (architecture from ``model_kwargs``: backbone_arch, layers_to_crop, agg_arch,
         agg_config, image_size). ``model_kwargs`` override saved hyper-parameters."""
-        from utils.export import load_model  # utils imports models: import here, not at module level
+        from utils.inference import load_model  # utils imports models: import here, not at module level
 
         return cls(load_model(path, **model_kwargs), precision)
 

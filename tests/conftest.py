@@ -1,7 +1,19 @@
-"""Shared fixtures: tiny synthetic data sets in the real on-disk formats, generated once per session."""
-import pytest
+"""Shared fixtures: tiny synthetic data sets in the real on-disk formats, generated once per session.
 
-from dataloaders.synthetic import generate_synthetic
+Tests run torch on one intra-op thread (here and, through OMP_NUM_THREADS, in the processes they
+start): as fast on tiny images, and two processes with two threads each on two cores (the DDP test)
+would otherwise slow each other down many times over.
+"""
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from dataloaders.synthetic import generate_synthetic  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

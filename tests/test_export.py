@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from models import VPRModel
-from utils.export import ExportMismatchError, export_onnx, export_torchscript, load_model, main, verify_export
+from utils.export import ExportMismatchError, export_onnx, export_torchscript, main, verify_export
+from utils.inference import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(backbone_arch="resnet18", pretrained=False, layers_to_crop=[4], agg_arch="MixVPR",

@@ -90,17 +90,13 @@ def test_state_dict_keys_are_torchvisions_under_model_prefix(name):
         assert theirs[key[len("model."):]].shape == value.shape
 
 
-def test_pretrained_loads_cached_imagenet_weights(tmp_path):
+def test_pretrained_loads_cached_imagenet_weights(tmp_path, monkeypatch):
     _, weights, _, _ = MOBILENETS["mobilenet_v3_small"]
     reference = torchvision.models.mobilenet_v3_small(weights=None)
-    (tmp_path / "checkpoints").mkdir()
-    torch.save(reference.state_dict(), tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[-1])
-    old_dir = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))
-    try:
-        backbone = build_backbone("mobilenet_v3_small", pretrained=True, layers_to_crop=[4])
-    finally:
-        torch.hub.set_dir(old_dir)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[-1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    backbone = build_backbone("mobilenet_v3_small", pretrained=True, layers_to_crop=[4])
     torch.testing.assert_close(backbone.model.features[0][0].weight, reference.features[0][0].weight)
 
 

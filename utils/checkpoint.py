@@ -1,10 +1,13 @@
 """Loading weights from our Lightning checkpoints and from bare state_dicts (e.g. the authors' releases)."""
+import inspect
 from pathlib import Path
 
 import torch
 from torch import nn
 
 PREFIXES = ("model.", "module.")
+# VPRModel arguments that fix the architecture (what a bare state_dict needs to be told)
+ARCHITECTURE_ARGS = ("backbone_arch", "layers_to_crop", "agg_arch", "agg_config", "image_size")
 
 
 def read_state_dict(path: str | Path) -> tuple[dict, dict]:
@@ -55,3 +58,30 @@ def load_weights(model: nn.Module, state_dict: dict, source: str = "checkpoint")
                      "against the configuration the checkpoint was trained with.")
         raise RuntimeError("\n".join(lines))
     model.load_state_dict(state_dict, strict=True)
+
+
+def model_from_state(state_dict: dict, hyper_parameters: dict, source: str = "checkpoint",
+                     **model_kwargs):
+    """An eval-mode VPRModel built from saved ``hyper_parameters`` overridden by ``model_kwargs``,
+    with ``state_dict`` loaded strictly. ImageNet weights are never fetched (they are overwritten)."""
+    from models.vpr_model import VPRModel  # models import utils: import here, not at module level
+
+    accepted = inspect.signature(VPRModel).parameters
+    if not hyper_parameters and not model_kwargs:
+        raise ValueError(
+            f"{source} is a bare state_dict without hyper-parameters: give the architecture it was trained "
+            f"with ({', '.join(ARCHITECTURE_ARGS)}; command line: --backbone-arch, --layers-to-crop, "
+            f"--agg-arch, --agg-config, --image-size)")
+    unknown = sorted(set(model_kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"VPRModel does not take {unknown}; its arguments are {sorted(accepted)}")
+    # training-only hyper-parameters of other versions are dropped; the model never loads its own teacher
+    config = {k: v for k, v in {**hyper_parameters, **model_kwargs}.items() if k in accepted}
+    config["pretrained"] = False
+    config["teacher_checkpoint"] = None
+    model = VPRModel(**config)
+    own = model.state_dict()
+    # a distilled student's checkpoint also holds its distillation head, which deployment does not use
+    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith("distill_loss_fn.")}
+    load_weights(model, state_dict, source=source)
+    return model.eval()

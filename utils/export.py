@@ -14,7 +14,6 @@ The exported graph takes (B, 3, H, W) float32 images, normalised as in training,
 ``dynamic_batch``.
 """
 import argparse
-import inspect
 import json
 import sys
 import warnings
@@ -26,50 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from models.vpr_model import VPRModel
-from utils.checkpoint import load_weights, read_state_dict
+from utils.checkpoint import model_from_state, read_state_dict
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 18
 TOLERANCE = 1e-4
-ARCHITECTURE_ARGS = ("backbone_arch", "layers_to_crop", "agg_arch", "agg_config", "image_size")
 
 
 class ExportMismatchError(RuntimeError):
     """The exported model's descriptors differ from the PyTorch model's by more than the tolerance."""
-
-
-def model_from_state(state_dict: dict, hyper_parameters: dict, source: str = "checkpoint",
-                     **model_kwargs) -> VPRModel:
-    """An eval-mode VPRModel built from saved ``hyper_parameters`` overridden by ``model_kwargs``,
-    with ``state_dict`` loaded strictly. ImageNet weights are never fetched (they are overwritten)."""
-    accepted = inspect.signature(VPRModel).parameters
-    if not hyper_parameters and not model_kwargs:
-        raise ValueError(
-            f"{source} is a bare state_dict without hyper-parameters: give the architecture it was trained "
-            f"with ({', '.join(ARCHITECTURE_ARGS)}; command line: --backbone-arch, --layers-to-crop, "
-            f"--agg-arch, --agg-config, --image-size)")
-    unknown = sorted(set(model_kwargs) - set(accepted))
-    if unknown:
-        raise ValueError(f"VPRModel does not take {unknown}; its arguments are {sorted(accepted)}")
-    # training-only hyper-parameters of other versions are dropped; the model never loads its own teacher
-    config = {k: v for k, v in {**hyper_parameters, **model_kwargs}.items() if k in accepted}
-    config["pretrained"] = False
-    if "teacher_checkpoint" in accepted:
-        config["teacher_checkpoint"] = None
-    model = VPRModel(**config)
-    own = model.state_dict()
-    # a distilled student's checkpoint also holds its distillation head, which deployment does not use
-    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith("distill_loss_fn.")}
-    load_weights(model, state_dict, source=source)
-    return model.eval()
-
-
-def load_model(checkpoint: str | Path, **model_kwargs) -> VPRModel:
-    """Eval-mode VPRModel from one of our Lightning ``.ckpt`` files (architecture from its saved
-    hyper-parameters) or from a bare state_dict (architecture from ``model_kwargs``: backbone_arch,
-    layers_to_crop, agg_arch, agg_config, image_size). ``model_kwargs`` override saved values."""
-    state_dict, hyper_parameters = read_state_dict(checkpoint)
-    return model_from_state(state_dict, hyper_parameters, str(checkpoint), **model_kwargs)
 
 
 def _example(model: nn.Module, image_size: Sequence[int], batch: int, seed: int = 0) -> Tensor:

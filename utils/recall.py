@@ -7,11 +7,13 @@ import numpy as np
 DEFAULT_K = (1, 5, 10, 15, 20, 50, 100)
 
 
-def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bool = False) -> np.ndarray:
+def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bool = False,
+                   return_distances: bool = False):
     """Indices (num_queries, k) of the k nearest references of each query by exact L2 search.
 
     On L2-normalised descriptors L2 order equals cosine order. ``faiss_gpu`` uses a GPU index when
-    faiss has GPU support, and says so when it does not.
+    faiss has GPU support, and says so when it does not. ``return_distances``: return
+    ``(squared L2 distances, indices)``, both (num_queries, k).
     """
     r_list = np.ascontiguousarray(r_list, dtype=np.float32)
     q_list = np.ascontiguousarray(q_list, dtype=np.float32)
@@ -22,8 +24,8 @@ def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bo
                                "install faiss-gpu, or pass faiss_gpu=False")
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(r_list)
-    _, predictions = index.search(q_list, k)
-    return predictions
+    distances, predictions = index.search(q_list, k)
+    return (distances, predictions) if return_distances else predictions
 
 
 def hit_matrix(predictions: np.ndarray, gt: Sequence[np.ndarray], num_references: int) -> np.ndarray:

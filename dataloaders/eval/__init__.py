@@ -3,6 +3,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .base import EvalDataset
+from .folder import FolderDataset
 from .msls import MSLSValDataset
 from .pittsburgh import PITTSBURGH_SETS, PittsburghDataset
 
@@ -11,18 +12,28 @@ EVAL_SETS = {
     **{name: ("pitts_root", lambda root, tf, n=name: PittsburghDataset(root, n, tf)) for name in PITTSBURGH_SETS},
     "msls_val": ("msls_root", lambda root, tf: MSLSValDataset(root, tf)),
 }
+# ``folder:<root>`` names a data set in the generic folder format (Tokyo 24/7, Nordland, SPED, ... or your own)
+FOLDER_PREFIX = "folder:"
 
 
-def build_eval_set(name: str, roots: dict[str, Optional[str | Path]], transform: Optional[Callable] = None) -> EvalDataset:
-    """The evaluation set ``name``, reading its root from ``roots`` (e.g. {'pitts_root': ..., 'msls_root': ...})."""
+def build_eval_set(name: str, roots: dict[str, Optional[str | Path]], transform: Optional[Callable] = None,
+                   pos_radius: float = 25.0) -> EvalDataset:
+    """The evaluation set ``name``, reading its root from ``roots`` (e.g. {'pitts_root': ..., 'msls_root': ...}).
+
+    ``folder:<root>`` opens ``<root>`` in the generic folder format, with positives within ``pos_radius``
+    metres; the named sets keep their published positives (Pittsburgh's posDistThr, MSLS's pIdx).
+    """
+    if name.startswith(FOLDER_PREFIX):
+        return FolderDataset(name[len(FOLDER_PREFIX):], transform, pos_radius=pos_radius)
     try:
         root_key, constructor = EVAL_SETS[name]
     except KeyError:
-        raise ValueError(f"unknown evaluation set {name!r}; choose one of {sorted(EVAL_SETS)}") from None
+        raise ValueError(f"unknown evaluation set {name!r}; choose one of {sorted(EVAL_SETS)} "
+                         f"or {FOLDER_PREFIX}<root> for a set in the generic folder format") from None
     root = roots.get(root_key)
     if root is None:
         raise ValueError(f"{name} needs {root_key}: set --data.{root_key} (or its environment variable)")
     return constructor(root, transform)
 
 
-__all__ = ["EVAL_SETS", "EvalDataset", "build_eval_set"]
+__all__ = ["EVAL_SETS", "FOLDER_PREFIX", "EvalDataset", "FolderDataset", "build_eval_set"]

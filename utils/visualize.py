@@ -1,0 +1,144 @@
+"""Seeing what a model does: retrieval pictures (query, then its top-K framed green/red) and recall curves.
+
+Pictures are drawn with PIL; curves with matplotlib on the Agg backend (no display needed).
+"""
+import csv
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+GREEN = (0, 170, 0)      # a prediction that is a positive of the query
+RED = (220, 0, 0)        # a prediction that is not
+QUERY = (40, 90, 220)    # the query's own frame
+UNKNOWN = (150, 150, 150)  # no ground truth (retrieval on one's own images)
+BORDER = 6               # frame width, pixels
+GAP = 8                  # space between tiles, pixels
+CAPTION_LINES = 2
+LINE_HEIGHT = 13
+TILE = (160, 120)        # (width, height) of each image inside its frame
+
+
+def tile_origin(position: int, tile: Sequence[int] = TILE) -> tuple[int, int]:
+    """(x, y) of the top-left corner of the frame of tile ``position`` (0: the query, j: prediction j)."""
+    return position * (tile[0] + 2 * BORDER + GAP), 0
+
+
+def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
+    """``text`` cut from the left with '...' until it fits ``width`` pixels (file names keep their end)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("..." + text, font=font) > width:
+        text = text[1:]
+    return "..." + text
+
+
+def retrieval_figure(query_path: str | Path, predicted_paths: Sequence[str | Path],
+                     correct: Optional[Sequence[bool]] = None, captions: Optional[Sequence[str]] = None,
+                     query_caption: str = "query", tile: Sequence[int] = TILE) -> Image.Image:
+    """One row: the query, then its predictions in rank order, each in a frame (green: a positive,
+    red: not, grey: ``correct`` None) with a two-line caption (``captions[j]``, then the file name)."""
+    from dataloaders.image_io import load_image
+
+    width, height = tile
+    cell_w, cell_h = width + 2 * BORDER, height + 2 * BORDER
+    n = 1 + len(predicted_paths)
+    canvas = Image.new("RGB", (n * cell_w + (n - 1) * GAP, cell_h + CAPTION_LINES * LINE_HEIGHT + 4), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    colours = [QUERY] + [UNKNOWN if correct is None else (GREEN if c else RED) for c in
+                         (correct if correct is not None else [None] * (n - 1))]
+    texts = [query_caption] + list(captions or [f"#{j + 1}" for j in range(n - 1)])
+    for position, (path, colour, text) in enumerate(zip([query_path, *predicted_paths], colours, texts)):
+        x, y = tile_origin(position, tile)
+        draw.rectangle([x, y, x + cell_w - 1, y + cell_h - 1], fill=colour)
+        canvas.paste(load_image(path).resize((width, height), Image.BILINEAR), (x + BORDER, y + BORDER))
+        for line, content in enumerate((text, Path(path).name)):
+            draw.text((x + 1, cell_h + 2 + line * LINE_HEIGHT), _fit(content, draw, font, cell_w - 2),
+                      fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def stack_vertically(images: Sequence[Image.Image], gap: int = GAP) -> Image.Image:
+    """``images`` one under the other on white, left-aligned."""
+    width = max(im.width for im in images)
+    canvas = Image.new("RGB", (width, sum(im.height for im in images) + gap * (len(images) - 1)), "white")
+    y = 0
+    for im in images:
+        canvas.paste(im, (0, y))
+        y += im.height + gap
+    return canvas
+
+
+def save_retrievals(dataset, predictions: np.ndarray, distances: np.ndarray, out_dir: str | Path,
+                    num_pictures: int = 10, failures_only: bool = False) -> tuple[Path, list[Path]]:
+    """Pictures and a CSV record of an evaluation set's retrievals.
+
+    ``predictions``/``distances`` (num_queries, K): database indices and squared L2 distances, nearest
+    first. Queries kept: all, or with ``failures_only`` those whose first prediction is not a positive.
+    ``retrievals.csv`` lists every kept query (path, predicted paths, which are positives, distances,
+    positive paths); the first ``num_pictures`` of them (-1: all) get ``q<index>.jpg``. Returns
+    (csv path, picture paths).
+    """
+    from .recall import hit_matrix
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hits = hit_matrix(predictions, dataset.ground_truth, dataset.num_references)
+    kept = np.flatnonzero(~hits[:, 0]) if failures_only else np.arange(len(predictions))
+    db, queries = dataset.database_paths, dataset.query_paths
+    csv_path = out_dir / "retrievals.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["query_index", "query", "correct_at_1", "predictions", "prediction_is_positive",
+                         "distances", "positives"])
+        for i in kept:
+            writer.writerow([i, queries[i], int(hits[i, 0]), ";".join(db[j] for j in predictions[i] if j >= 0),
+                             ";".join(str(int(h)) for h in hits[i]), ";".join(f"{d:.4f}" for d in distances[i]),
+                             ";".join(db[j] for j in dataset.ground_truth[i])])
+    shown = kept if num_pictures < 0 else kept[:num_pictures]
+    pictures = []
+    for i in shown:
+        valid = predictions[i] >= 0
+        captions = [f"#{r + 1} {'positive' if h else 'wrong'} d={d:.2f}"
+                    for r, (h, d) in enumerate(zip(hits[i][valid], distances[i][valid]))]
+        figure = retrieval_figure(queries[i], [db[j] for j in predictions[i][valid]], hits[i][valid].tolist(),
+                                  captions, query_caption=f"query {i} ({len(dataset.ground_truth[i])} pos.)")
+        pictures.append(out_dir / f"q{i:05d}.jpg")
+        figure.save(pictures[-1], quality=92)
+    return csv_path, pictures
+
+
+def plot_recall_curves(curves: dict[str, dict[str, dict[int, float]]], path: str | Path,
+                       titles: Optional[dict[str, str]] = None) -> Path:
+    """Recall@K (%) against K, one panel per benchmark, one line per model, saved as a PNG.
+
+    ``curves[benchmark][model] = {k: fraction}``; ``titles`` maps benchmark names to panel titles.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(curves)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.6, 3.6), squeeze=False)
+    for ax, (benchmark, models) in zip(axes[0], curves.items()):
+        ks = sorted({k for recalls in models.values() for k in recalls})
+        for model, recalls in models.items():
+            k = sorted(recalls)
+            ax.plot(k, [100 * recalls[i] for i in k], marker="o", markersize=3.5, label=model)
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("K")
+        ax.set_ylabel("Recall@K (%)")
+        ax.set_title((titles or {}).get(benchmark, benchmark))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
