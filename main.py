@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from dataloaders.datamodule import VPRDataModule
+from dataloaders.eval import eval_set_name
 from models import VPRModel
 
 __all__ = ["VPRModel", "VPRDataModule", "VPRCLI", "main"]
@@ -37,10 +38,23 @@ class VPRCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.checkpoint.monitor is None:
-            config.checkpoint.monitor = f"{config.data.val_sets[0]}/R1"
+            config.checkpoint.monitor = f"{eval_set_name(config.data.val_sets[0])}/R1"
         if config.checkpoint.filename is None:
             metric = config.checkpoint.monitor
             config.checkpoint.filename = f"epoch{{epoch:02d}}-{metric.replace('/', '_')}={{{metric}:.4f}}"
+        resume_in_same_version(config)
+
+
+def resume_in_same_version(config) -> None:
+    """Resuming from ``.../version_N/checkpoints/x.ckpt`` logs and checkpoints into version_N again
+    (Lightning would open version_N+1 and forget the best-k checkpoints already written)."""
+    ckpt = Path(str(config.get("ckpt_path") or ""))
+    logger = config.trainer.get("logger")
+    if ckpt.parent.name != "checkpoints" or not ckpt.parent.parent.name.startswith("version_"):
+        return
+    if not hasattr(logger, "init_args") or logger.init_args.get("version") is not None:
+        return
+    logger.init_args.version = int(ckpt.parent.parent.name[len("version_"):])
 
 
 def main(args=None) -> VPRCLI:

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from .eval import EVAL_SETS, build_eval_set
+from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
 from .gsv_cities import TRAIN_CITIES, CityShuffleSampler, GSVCitiesDataset
 from .transforms import eval_transform, train_transform
 
@@ -18,7 +18,8 @@ ROOT_ENV = {"gsv_root": "GSV_CITIES_ROOT", "pitts_root": "PITTSBURGH_ROOT", "msl
 class VPRDataModule(L.LightningDataModule):
     """Batches of ``batch_size`` places x ``img_per_place`` images from GSV-Cities; evaluation sets by name.
 
-    Data roots come from the arguments, else from the environment (GSV_CITIES_ROOT, PITTSBURGH_ROOT,
+    ``val_sets`` are names (pitts30k_val, msls_val, ...) or ``folder:<root>`` for the generic folder
+    format, whose positives lie within ``pos_radius`` metres. Data roots come from the arguments, else from the environment (GSV_CITIES_ROOT, PITTSBURGH_ROOT,
     MSLS_ROOT). ``synthetic=True`` generates the embedded synthetic data sets once under
     ``synthetic_dir`` and uses them for every root not given explicitly.
     """
@@ -35,6 +36,7 @@ class VPRDataModule(L.LightningDataModule):
         rand_augment_ops: int = 3,
         num_workers: int = 4,
         val_sets: Sequence[str] = ("pitts30k_val",),
+        pos_radius: float = 25.0,
         pitts_root: Optional[str] = None,
         msls_root: Optional[str] = None,
         eval_batch_size: int = 64,
@@ -45,9 +47,10 @@ class VPRDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        unknown = [s for s in val_sets if s not in EVAL_SETS]
+        unknown = [s for s in val_sets if not is_eval_set(s)]
         if unknown:
-            raise ValueError(f"unknown evaluation set(s) {unknown}; choose from {sorted(EVAL_SETS)}")
+            raise ValueError(f"unknown evaluation set(s) {unknown}; choose from {sorted(EVAL_SETS)} "
+                             f"or {FOLDER_PREFIX}<root> for a set in the generic folder format")
         self.train_dataset: Optional[GSVCitiesDataset] = None
         self.val_datasets: list = []
 
@@ -88,7 +91,7 @@ class VPRDataModule(L.LightningDataModule):
                 train_transform(self.hparams.image_size, self.hparams.rand_augment_ops))
         if not self.val_datasets:
             tf = eval_transform(self.hparams.image_size)
-            self.val_datasets = [build_eval_set(name, roots, tf) for name in self.hparams.val_sets]
+            self.val_datasets = [build_eval_set(name, roots, tf, self.hparams.pos_radius) for name in self.hparams.val_sets]
 
     def train_dataloader(self) -> DataLoader:
         """P places per batch, city by city in a new order each epoch."""

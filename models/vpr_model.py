@@ -32,7 +32,9 @@ class VPRModel(L.LightningModule):
     Knowledge distillation: with ``teacher_checkpoint`` a frozen trained VPRModel embeds the same
     batch and the loss becomes metric loss + ``distill_weight`` x ``distill_loss`` (``similarity``:
     the batch's cosine-similarity matrices, any descriptor sizes; ``projection``: a learned map to the
-    teacher's space). The teacher is not part of the student's state_dict or optimizer.
+    teacher's space). The teacher is not part of the student's state_dict or optimizer. A bare
+    state_dict teacher (e.g. the authors' released weights) takes its architecture from ``teacher_config``
+    (backbone_arch, layers_to_crop, agg_arch, agg_config, image_size).
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class VPRModel(L.LightningModule):
         recall_k: Sequence[int] = DEFAULT_K,
         faiss_gpu: bool = False,
         teacher_checkpoint: Optional[str] = None,
+        teacher_config: Optional[dict] = None,
         distill_loss: str = "similarity",
         distill_weight: float = 1.0,
         distill_config: Optional[dict] = None,
@@ -75,7 +78,8 @@ class VPRModel(L.LightningModule):
         self.loss_fn = get_loss(loss_name, **(loss_config or {}))
         self.miner = get_miner(miner_name, **(miner_config or {}))
         # a plain attribute (Teacher is not an nn.Module): outside the state_dict, optimizer and DDP
-        self.teacher = Teacher.from_checkpoint(teacher_checkpoint, teacher_precision) if teacher_checkpoint else None
+        self.teacher = (Teacher.from_checkpoint(teacher_checkpoint, teacher_precision, **(teacher_config or {}))
+                        if teacher_checkpoint else None)
         self.distill_loss_fn = (build_distill_loss(distill_loss, self.descriptor_dim, self.teacher.descriptor_dim,
                                                    **(distill_config or {})) if self.teacher is not None else None)
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}

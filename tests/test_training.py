@@ -52,6 +52,9 @@ def test_fit_validates_checkpoints_and_resumes(synthetic, tmp_path, capsys):
     # resuming continues at the next epoch, from the saved step count
     resumed = main(cli_args(synthetic, tmp_path, epochs=3) + ["--ckpt_path", str(ckpt_dir / "last.ckpt")])
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.global_step == 6
+    # in the same run folder, keeping the best checkpoints of the first part
+    assert Path(resumed.trainer.checkpoint_callback.dirpath) == ckpt_dir
+    assert sum(p.name.startswith("epoch") for p in ckpt_dir.glob("*.ckpt")) == 3
 
 
 def test_training_lowers_the_loss(synthetic):

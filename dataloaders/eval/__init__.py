@@ -16,6 +16,16 @@ EVAL_SETS = {
 FOLDER_PREFIX = "folder:"
 
 
+def is_eval_set(spec: str) -> bool:
+    """Whether ``spec`` names a known evaluation set or a ``folder:<root>`` one."""
+    return spec in EVAL_SETS or spec.startswith(FOLDER_PREFIX)
+
+
+def eval_set_name(spec: str) -> str:
+    """The name a set is logged under: ``pitts30k_val``, or the folder's name for ``folder:<root>``."""
+    return Path(spec[len(FOLDER_PREFIX):]).resolve().name if spec.startswith(FOLDER_PREFIX) else spec
+
+
 def build_eval_set(name: str, roots: dict[str, Optional[str | Path]], transform: Optional[Callable] = None,
                    pos_radius: float = 25.0) -> EvalDataset:
     """The evaluation set ``name``, reading its root from ``roots`` (e.g. {'pitts_root': ..., 'msls_root': ...}).
@@ -36,4 +46,4 @@ def build_eval_set(name: str, roots: dict[str, Optional[str | Path]], transform:
     return constructor(root, transform)
 
 
-__all__ = ["EVAL_SETS", "FOLDER_PREFIX", "EvalDataset", "FolderDataset", "build_eval_set"]
+__all__ = ["EVAL_SETS", "FOLDER_PREFIX", "EvalDataset", "FolderDataset", "build_eval_set", "eval_set_name", "is_eval_set"]
