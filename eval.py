@@ -39,6 +39,7 @@ import numpy as np
 
 from dataloaders.eval import FOLDER_PREFIX, EvalDataset, build_eval_set
 from utils.checkpoint import read_state_dict
+from utils.cli_types import json_object
 from utils.inference import PRECISIONS, build_model, cached_embed_paths, weights_fingerprint
 from utils.recall import DEFAULT_K, format_recall_table, search_nearest
 from utils.visualize import plot_recall_curves, save_retrievals
@@ -48,17 +49,6 @@ ROOT_ENV = {"pitts_root": "PITTSBURGH_ROOT", "msls_root": "MSLS_ROOT"}
 TITLES = {"pitts30k_val": "Pitts30k-val", "pitts30k_test": "Pitts30k-test", "pitts250k_val": "Pitts250k-val",
           "pitts250k_test": "Pitts250k-test", "msls_val": "MSLS-val"}
 TABLE_K = (1, 5, 10)
-
-
-def json_object(text: str) -> dict:
-    """argparse type: a JSON object such as '{"out_channels": 1024}'."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"out_channels\": 1024}}', got {text!r}")
-    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

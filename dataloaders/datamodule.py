@@ -1,6 +1,5 @@
 """VPRDataModule: GSV-Cities for training, named benchmarks for validation and test."""
 import os
-from pathlib import Path
 from typing import Optional, Sequence
 
 import lightning as L

@@ -14,7 +14,6 @@ The exported graph takes (B, 3, H, W) float32 images, normalised as in training,
 ``dynamic_batch``.
 """
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from models.vpr_model import VPRModel
 from utils.checkpoint import model_from_state, read_state_dict
+from utils.cli_types import json_object
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 18
@@ -130,16 +130,6 @@ def verify_export(model: nn.Module, path: str | Path, image_size: Sequence[int],
     return worst
 
 
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"out_channels\": 256}}', got {text!r}")
-    return value
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line: export a checkpoint, verify the export, print the difference."""
     parser = argparse.ArgumentParser(prog="python -m utils.export", description=__doc__.split("\n")[0])
@@ -154,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     arch.add_argument("--backbone-arch")
     arch.add_argument("--layers-to-crop", type=int, nargs="*")
     arch.add_argument("--agg-arch")
-    arch.add_argument("--agg-config", type=_json_object, help="JSON object, e.g. '{\"out_channels\": 256}'")
+    arch.add_argument("--agg-config", type=json_object, help="JSON object, e.g. '{\"out_channels\": 256}'")
     args = parser.parse_args(argv)
 
     state_dict, hyper_parameters = read_state_dict(args.checkpoint)

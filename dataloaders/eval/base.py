@@ -3,7 +3,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import torch
 from sklearn.neighbors import NearestNeighbors
 from torch.utils.data import Dataset
 
