@@ -170,7 +170,10 @@ class VPRModel(L.LightningModule):
 
     def _eval_epoch_end(self, dataloaders) -> None:
         outputs, self._eval_outputs = self._eval_outputs, {}
-        if self.trainer.sanity_checking:
+        # a sanity check over part of the sets says nothing; over all of it (num_sanity_val_steps=-1)
+        # it is the untrained model's recall, printed as the baseline (Lightning discards its logs)
+        before_training = self.trainer.sanity_checking
+        if before_training and self.trainer.num_sanity_val_steps != float("inf"):
             return
         if not isinstance(dataloaders, (list, tuple)):
             dataloaders = [dataloaders]
@@ -181,11 +184,15 @@ class VPRModel(L.LightningModule):
             descriptors = gather_by_index(indices.to(self.device), local, len(dataset)).cpu().numpy()
             recalls = self.evaluate_descriptors(descriptors, dataset)
             name = dataset.name
+            if before_training:
+                print_on_rank_zero("\n" + format_recall_table(recalls, f"{name} before training") + "\n")
+                continue
             self.eval_descriptors[name], self.eval_recalls[name] = descriptors, recalls
             for k in (1, 5, 10):
                 if k in recalls:
                     self.log(f"{name}/R{k}", recalls[k], sync_dist=False, rank_zero_only=False)
-            print_on_rank_zero("\n" + format_recall_table(recalls, name) + "\n")
+            title = f"{name} after epoch {self.current_epoch + 1}" if self.trainer.state.fn == "fit" else name
+            print_on_rank_zero("\n" + format_recall_table(recalls, title) + "\n")
 
     def evaluate_descriptors(self, descriptors: np.ndarray, dataset) -> dict[int, float]:
         """Recall@K of an evaluation set (database first, then queries) from its descriptors."""
