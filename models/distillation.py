@@ -43,17 +43,17 @@ def _check_batch(student: Tensor, teacher: Tensor) -> None:
 class SimilarityDistillation(nn.Module):
     """Match the student's pairwise cosine similarities to the teacher's over a batch.
 
-    mode ``"mse"`` (default): mean squared difference of the off-diagonal entries of the two B x B
-    cosine-similarity matrices. Chosen as default because retrieval ranks by exactly these cosines and
-    the metric loss acts on them too; both matrices live in [-1, 1] whatever the descriptor sizes; the
-    loss is zero exactly when the similarity structure is the same (the diagonal is 1 for both and
-    carries nothing). mode ``"kl"``: KL(teacher || student) between the rows' softmax over the other
-    B - 1 images at ``temperature``; it transfers only the ranking each row induces (invariant to a
-    per-row shift of the similarities) and stresses the nearest neighbours, as a relational
-    alternative. ``temperature`` only matters for ``"kl"``.
+    mode ``"kl"`` (default): KL(teacher || student) between the rows' softmax over the other B - 1
+    images at ``temperature``: each image's ranking of the others, stressing its nearest neighbours,
+    which is what retrieval uses. mode ``"mse"``: mean squared difference of the off-diagonal entries of
+    the two B x B cosine-similarity matrices (zero exactly when the structures are equal). Both work for
+    any two descriptor sizes. KL is the default because it is the one that transferred in
+    bench/distillation_transfer.py (synthetic data, 3 seeds: +10.4 R@1 on pitts30k_val); MSE at weight 1
+    is a tiny term next to the metric loss, and at weights 10-1000 it hurt the student.
+    ``temperature`` only matters for ``"kl"``.
     """
 
-    def __init__(self, mode: str = "mse", temperature: float = 0.1):
+    def __init__(self, mode: str = "kl", temperature: float = 0.1):
         super().__init__()
         if mode not in ("mse", "kl"):
             raise ValueError(f"unknown similarity distillation mode {mode!r}; choose 'mse' or 'kl'")

@@ -1,0 +1,123 @@
+"""Distillation end to end on tiny synthetic data: a trained teacher's checkpoint drives a student's fit
+from the command line; the teacher stays outside the student's weights, optimizer and checkpoint."""
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from main import VPRModel, main
+from utils.inference import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from distillation_transfer import similarity_agreement  # noqa: E402
+
+STUDENT = {"backbone_arch": "resnet18", "layers_to_crop": [3, 4], "layers_to_freeze": 0,
+           "agg_config": {"out_channels": 8, "mix_depth": 1, "out_rows": 2}}
+
+
+def tiny_args(synthetic, logs: Path, name: str) -> list[str]:
+    return [
+        "--config", str(REPO / "configs" / "synthetic_demo.yaml"),
+        "--data.synthetic", "false",
+        "--data.gsv_root", str(synthetic["gsv_cities"]),
+        "--data.pitts_root", str(synthetic["pitts"]),
+        "--data.msls_root", str(synthetic["msls"]),
+        "--data.cities", "[Synthville, Pixelburg]",
+        "--data.image_size", "[32, 32]",
+        "--data.batch_size", "4",
+        "--data.num_workers", "0",
+        "--data.val_sets", "[pitts30k_val]",
+        "--model.agg_config", '{"out_channels": 16, "mix_depth": 1, "out_rows": 2}',
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(logs),
+        "--trainer.logger.init_args.save_dir", str(logs),
+        "--trainer.logger.init_args.name", name,
+    ]
+
+
+def student_args() -> list[str]:
+    return [a for k, v in STUDENT.items() for a in (f"--model.{k}", v if isinstance(v, str) else json.dumps(v))]
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(synthetic, tmp_path_factory) -> Path:
+    logs = tmp_path_factory.mktemp("teacher_logs")
+    cli = main(tiny_args(synthetic, logs, "teacher"))
+    return Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+
+
+@pytest.mark.parametrize("loss", ["similarity", "projection"])
+def test_student_fit_with_teacher_checkpoint_distils_and_saves_a_standalone_student(
+        synthetic, teacher_checkpoint, tmp_path, loss):
+    cli = main(tiny_args(synthetic, tmp_path, "student") + student_args() + [
+        "--model.teacher_checkpoint", str(teacher_checkpoint), "--model.distill_loss", loss])
+    student = cli.model
+    distill = cli.trainer.callback_metrics["distill_loss"]
+    assert math.isfinite(float(distill)) and float(distill) > 0
+    # the teacher is a trained 32-d model, not the student's own weights
+    assert student.teacher is not None and student.teacher.descriptor_dim == 32 != student.descriptor_dim
+
+    teacher_params = {id(p) for p in student.teacher.model.parameters()}
+    optimized = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimized and not optimized & teacher_params
+    own_keys = set(VPRModel(**STUDENT, agg_arch="MixVPR", image_size=(32, 32)).state_dict())
+    extra = set(student.state_dict()) - own_keys
+    assert not any(k.startswith("teacher") for k in student.state_dict())
+    assert extra == ({"distill_loss_fn.proj.weight"} if loss == "projection" else set())
+
+    # the same seed rebuilds the initial student: its frozen conv1 is unchanged, the trained layers moved
+    torch.manual_seed(0)
+    initial = VPRModel(**STUDENT, agg_arch="MixVPR", image_size=(32, 32)).backbone.model
+    trained = student.backbone.model
+    torch.testing.assert_close(trained.conv1.weight, initial.conv1.weight)
+    for layer in ("layer1", "layer2"):
+        assert not torch.equal(getattr(trained, layer)[0].conv1.weight, getattr(initial, layer)[0].conv1.weight)
+
+    # the saved student loads and embeds on its own: the teacher's file is not needed
+    moved = teacher_checkpoint.with_suffix(".away")
+    teacher_checkpoint.rename(moved)
+    try:
+        reloaded = load_model(Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt")
+    finally:
+        moved.rename(teacher_checkpoint)
+    assert reloaded.teacher is None
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), student.eval()(images))
+
+
+def _unit_rows(n, d, seed):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_agreement_is_perfect_for_identical_and_rotated_descriptors():
+    teacher = _unit_rows(60, 16, 0)
+    rotation = np.linalg.qr(np.random.default_rng(1).standard_normal((16, 16)))[0]
+    for student in (teacher, teacher @ rotation):
+        agreement = similarity_agreement(student, teacher)
+        assert agreement["mse"] == pytest.approx(0.0, abs=1e-10)
+        assert agreement["pearson"] == pytest.approx(1.0)
+        assert agreement["spearman"] == pytest.approx(1.0)
+        assert agreement["topk_overlap"] == pytest.approx(1.0)
+
+
+def test_agreement_is_worse_for_unrelated_descriptors_of_another_size():
+    agreement = similarity_agreement(_unit_rows(200, 8, 2), _unit_rows(200, 32, 3))
+    assert agreement["mse"] > 0.05
+    assert abs(agreement["pearson"]) < 0.1 and abs(agreement["spearman"]) < 0.1
+    assert agreement["topk_overlap"] < 0.15  # chance level is 10 / 199
+
+
+def test_agreement_rejects_descriptors_of_different_images():
+    with pytest.raises(ValueError, match="same images"):
+        similarity_agreement(_unit_rows(20, 8, 0), _unit_rows(21, 8, 0))
