@@ -19,3 +19,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/recall_speed.py
+	$(PY) bench/model_costs.py
+
+figures: $(VENV)/.installed
+	$(PY) bench/make_figures.py
