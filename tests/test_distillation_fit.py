@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from main import VPRModel, main
+from tiny_cli import tiny_cli_args
 from utils.inference import load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,26 +23,8 @@ STUDENT = {"backbone_arch": "resnet18", "layers_to_crop": [3, 4], "layers_to_fre
 
 
 def tiny_args(synthetic, logs: Path, name: str) -> list[str]:
-    return [
-        "--config", str(REPO / "configs" / "synthetic_demo.yaml"),
-        "--data.synthetic", "false",
-        "--data.gsv_root", str(synthetic["gsv_cities"]),
-        "--data.pitts_root", str(synthetic["pitts"]),
-        "--data.msls_root", str(synthetic["msls"]),
-        "--data.cities", "[Synthville, Pixelburg]",
-        "--data.image_size", "[32, 32]",
-        "--data.batch_size", "4",
-        "--data.num_workers", "0",
-        "--data.val_sets", "[pitts30k_val]",
-        "--model.agg_config", '{"out_channels": 16, "mix_depth": 1, "out_rows": 2}',
-        "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(logs),
-        "--trainer.logger.init_args.save_dir", str(logs),
-        "--trainer.logger.init_args.name", name,
-    ]
+    return tiny_cli_args(synthetic, logs, epochs=1, name=name) + [
+        "--data.val_sets", "[pitts30k_val]", "--trainer.enable_model_summary", "false"]
 
 
 def student_args() -> list[str]:

@@ -9,33 +9,14 @@ import pytest
 import torch
 
 from main import VPRModel, main
+from tiny_cli import tiny_cli_args
 from utils.checkpoint import load_weights, read_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli_args(synthetic, logs: Path, epochs: int) -> list[str]:
-    return [
-        "--config", str(REPO / "configs" / "synthetic_demo.yaml"),
-        "--data.synthetic", "false",
-        "--data.gsv_root", str(synthetic["gsv_cities"]),
-        "--data.pitts_root", str(synthetic["pitts"]),
-        "--data.msls_root", str(synthetic["msls"]),
-        "--data.cities", "[Synthville, Pixelburg]",
-        "--data.image_size", "[32, 32]",
-        "--data.batch_size", "4",
-        "--data.num_workers", "0",
-        "--model.agg_config", '{"out_channels": 16, "mix_depth": 1, "out_rows": 2}',
-        "--trainer.max_epochs", str(epochs),
-        "--trainer.limit_train_batches", "2",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(logs),
-        "--trainer.logger.init_args.save_dir", str(logs),
-    ]
-
-
 def test_fit_validates_checkpoints_and_resumes(synthetic, tmp_path, capsys):
-    cli = main(cli_args(synthetic, tmp_path, epochs=2))
+    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=2))
     printed = capsys.readouterr()
     assert "Recall@K (%) on pitts30k_val before training" in printed.out  # the untrained baseline
     assert "Recall@K (%) on pitts30k_val after epoch 2" in printed.out
@@ -51,7 +32,7 @@ def test_fit_validates_checkpoints_and_resumes(synthetic, tmp_path, capsys):
     load_weights(model, state)
     assert model.descriptor_dim == 32 and tuple(hparams["image_size"]) == (32, 32)
     # resuming continues at the next epoch, from the saved step count
-    resumed = main(cli_args(synthetic, tmp_path, epochs=3) + ["--ckpt_path", str(ckpt_dir / "last.ckpt")])
+    resumed = main(tiny_cli_args(synthetic, tmp_path, epochs=3) + ["--ckpt_path", str(ckpt_dir / "last.ckpt")])
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.global_step == 6
     # in the same run folder, keeping the best checkpoints of the first part
     assert Path(resumed.trainer.checkpoint_callback.dirpath) == ckpt_dir
