@@ -25,6 +25,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .imagenet_weights import load_imagenet_weights
+from .stages import kept_stages
 
 # name -> (torchvision constructor, ImageNet weights, end (exclusive) of stem and stages 1..4 in
 # ``features``, channels after stages 1..4). IMAGENET1K_V1 everywhere: the original recipe's weights.
@@ -54,15 +55,7 @@ class StagedFeatures(nn.Module):
                  layers_to_crop: Sequence[int] = ()):
         super().__init__()
         constructor, weights, ends, channels = spec
-        crop = sorted(set(layers_to_crop))
-        if crop and crop != list(range(crop[0], 5)):
-            raise ValueError(f"layers_to_crop={list(layers_to_crop)}: only trailing stages can be cropped, "
-                             f"e.g. [4] or [3, 4]")
-        if crop and crop[0] < 2:
-            raise ValueError(f"layers_to_crop={list(layers_to_crop)}: keep at least stage 1 (crop [2, 3, 4] at most)")
-        if not -1 <= layers_to_freeze <= 4:
-            raise ValueError(f"layers_to_freeze={layers_to_freeze}: use -1 (train all), 0 (freeze the stem) "
-                             f"or 1..4 (freeze the stem and stages 1..k)")
+        kept = kept_stages(layers_to_crop, layers_to_freeze)
         self.model = constructor(weights=None)
         if pretrained:
             load_imagenet_weights(self.model, weights, model_name)
@@ -70,7 +63,6 @@ class StagedFeatures(nn.Module):
         self.model.classifier = None
         if hasattr(self.model, "avgpool"):
             self.model.avgpool = None
-        kept = [i for i in range(1, 5) if i not in crop]
         del self.model.features[ends[kept[-1]]:]
         self.stages = kept
         self.out_channels = channels[kept[-1] - 1]

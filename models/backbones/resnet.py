@@ -9,6 +9,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .imagenet_weights import load_imagenet_weights
+from .stages import kept_stages
 
 # name -> (torchvision constructor, ImageNet weights, channels of layer1..layer4)
 RESNETS = {
@@ -33,19 +34,13 @@ class ResNet(nn.Module):
                  layers_to_crop: Sequence[int] = ()):
         super().__init__()
         constructor, weights, channels = RESNETS[model_name]
+        kept = kept_stages(layers_to_crop, layers_to_freeze)
         self.model = constructor(weights=None)
         if pretrained:
             load_imagenet_weights(self.model, weights, model_name)
-        crop = sorted(set(layers_to_crop))
-        if crop and crop != list(range(crop[0], 5)):
-            raise ValueError(f"layers_to_crop={list(layers_to_crop)}: only trailing stages can be cropped, "
-                             f"e.g. [4] or [3, 4]")
-        if crop and crop[0] < 2:
-            raise ValueError(f"layers_to_crop={list(layers_to_crop)}: keep at least layer1 (crop [2, 3, 4] at most)")
         self.model.avgpool = None
         self.model.fc = None
-        kept = [i for i in range(1, 5) if i not in crop]
-        for i in crop:
+        for i in range(kept[-1] + 1, 5):
             setattr(self.model, f"layer{i}", None)
         self.stages = kept
         self.out_channels = channels[kept[-1] - 1]
