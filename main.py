@@ -2,38 +2,68 @@
 
 ``python main.py`` trains the embedded synthetic demo (configs/synthetic_demo.yaml).
 ``python main.py --config configs/mixvpr_resnet50_4096.yaml --data.gsv_root ... --data.pitts_root ...``
-trains a published recipe; ``python main.py --help`` lists every setting. Subcommands fit (default),
-validate and test are Lightning's. ``from main import VPRModel`` gives the model class.
+trains a published recipe; ``python main.py --help`` lists every setting. Subcommands: fit (default),
+validate (the validation sets) and test (the recipe's test sets, ``data.test_sets``). Every recipe is
+``configs/base.yaml`` (the paper's recipe) overlaid by the given config.
+
+Every run writes into a new folder ``<logs_dir>/<name>/version_<n>/`` (CSV and TensorBoard logs,
+config.yaml, checkpoints/): no command deletes or rewrites what an earlier run wrote. A resumed run
+(``--ckpt_path``) is a new version too; its config.yaml records the checkpoint it resumed from.
+
+``from main import VPRModel, load_weights, load_model`` gives the model class and the loaders.
 """
 import sys
+import warnings
 from pathlib import Path
+from typing import Optional, Sequence
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from dataloaders.datamodule import VPRDataModule
 from dataloaders.eval import eval_set_name
-from models import VPRModel
+from models import VPRModel, VPRNet, load_model, load_weights, read_checkpoint
+from utils.cli import run_command
+from utils.errors import CheckpointError, ConfigError
+from utils.recipes import BASE_RECIPE, CONFIG_DIR
+from utils.run_folder import RunFolder, last_checkpoint
 
-__all__ = ["VPRModel", "VPRDataModule", "VPRCLI", "main"]
+__all__ = ["VPRModel", "VPRNet", "VPRDataModule", "VPRCLI", "load_weights", "load_model", "main"]
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "synthetic_demo.yaml"
+DEFAULT_CONFIG = CONFIG_DIR / "synthetic_demo.yaml"
 SUBCOMMANDS = ("fit", "validate", "test")
 
 
 class VPRCLI(LightningCLI):
-    """LightningCLI with the image size shared by data and model, and best-R@1 checkpointing."""
+    """LightningCLI with: the base recipe under every config, the image size shared by data and model,
+    best-R@1 and last checkpoints, a new run folder per command, and checks of ``--ckpt_path``."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--name", type=Optional[str], default=None,
+                            help="run name: runs go to <logs_dir>/<name>/version_<n> (default: the config's file name)")
+        parser.add_argument("--logs_dir", type=str, default="LOGS", help="folder of all runs")
         parser.link_arguments("data.image_size", "model.image_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": None,  # None: R@1 of the first validation set
             "checkpoint.mode": "max",
             "checkpoint.save_top_k": 3,
-            "checkpoint.save_last": True,
+            "checkpoint.save_last": False,  # last.ckpt: its own callback, written every epoch
             "checkpoint.auto_insert_metric_name": False,
         })
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would replace every model setting by the checkpoint's: check them instead (see check_resume)
+        config = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        hparams = check_resume(ckpt_path, config, self.config.get("subcommand"), self._given)
+        if hparams:
+            # the model's image size follows data.image_size (a linked setting)
+            data = {"image_size": hparams.pop("image_size")} if "image_size" in hparams else {}
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams, "data": data}},
+                                                   self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -42,43 +72,123 @@ class VPRCLI(LightningCLI):
         if config.checkpoint.filename is None:
             metric = config.checkpoint.monitor
             config.checkpoint.filename = f"epoch{{epoch:02d}}-{metric.replace('/', '_')}={{{metric}:.4f}}"
-        resume_in_same_version(config)
+        if config.trainer.logger in (None, True):
+            configs = [str(c) for c in (config.get("config") or []) if Path(str(c)).resolve() != BASE_RECIPE.resolve()]
+            name = config.name or (Path(configs[-1]).stem if configs else "vpr")
+            config.trainer.logger = [{"class_path": f"lightning.pytorch.loggers.{cls}",
+                                      "init_args": {"save_dir": config.logs_dir, "name": name}}
+                                     for cls in ("CSVLogger", "TensorBoardLogger")]
+
+    def instantiate_trainer(self, **kwargs):
+        # the data are opened and checked before anything is written: a missing or malformed data set stops
+        # the run here, before a run folder exists (Lightning's own calls then find them ready)
+        stage = {"fit": "fit", "validate": "validate", "test": "test"}.get(self.subcommand)
+        if stage is not None:
+            self.datamodule.prepare_data()
+            self.datamodule.setup(stage)
+        trainer = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        loggers = trainer.get("logger")
+        loggers = [loggers] if loggers not in (None, True, False) and not isinstance(loggers, list) else loggers
+        folder = RunFolder.reserve(loggers) if isinstance(loggers, list) else None
+        callbacks = trainer.get("callbacks") or []
+        callbacks = [callbacks] if not isinstance(callbacks, list) else callbacks
+        kwargs["callbacks"] = [RunFolder(folder), last_checkpoint(), *callbacks]
+        return super().instantiate_trainer(**kwargs)
+
+    def parse_arguments(self, parser, args) -> None:
+        # what was given explicitly on the command line (not from configs or defaults): checked against a checkpoint
+        self._given = [a.split("=", 1)[0][2:] for a in (args or [])
+                       if isinstance(a, str) and a.startswith(("--model.", "--data.image_size"))]
+        super().parse_arguments(parser, args)
 
 
-def resume_in_same_version(config) -> None:
-    """Resuming from ``.../version_N/checkpoints/x.ckpt`` logs and checkpoints into version_N again
-    (Lightning would open version_N+1 and forget the best-k checkpoints already written)."""
-    ckpt = Path(str(config.get("ckpt_path") or ""))
-    logger = config.trainer.get("logger")
-    if ckpt.parent.name != "checkpoints" or not ckpt.parent.parent.name.startswith("version_"):
-        return
-    if not hasattr(logger, "init_args") or logger.init_args.get("version") is not None:
-        return
-    logger.init_args.version = int(ckpt.parent.parent.name[len("version_"):])
+# settings that only change how a model is evaluated: given ones apply when validating or testing a checkpoint
+EVALUATION_ARGS = ("recall_k", "faiss_gpu", "keep_eval_descriptors")
 
 
-def main(args=None) -> VPRCLI:
+def _plain(value):
+    """A setting as plain JSON-like data (tuples as lists, namespaces as dicts), for comparison."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_resume(ckpt_path, config, subcommand: Optional[str], given: Sequence[str]) -> dict:
+    """The model settings a run with ``--ckpt_path`` takes from the checkpoint.
+
+    The checkpoint's weights fix its architecture, and a resumed fit restores its optimizer and
+    schedule: so a setting given explicitly on the command line that differs from the checkpoint's is
+    an error naming the conflict (except evaluation settings such as recall_k when validating or
+    testing); a setting that differs only through a config file or a default is taken from the
+    checkpoint and said so. To train other settings from a checkpoint's weights, start a new run with
+    ``--model.init_from``.
+    """
+    _, hparams = read_checkpoint(ckpt_path)
+    if not hparams:
+        raise CheckpointError(
+            f"--ckpt_path {ckpt_path} is a bare state_dict, not one of our Lightning checkpoints: it holds weights "
+            f"but no run to resume or settings to rebuild the model from. To start training from these weights use "
+            f"--model.init_from {ckpt_path} (with the recipe's --config); to evaluate them use "
+            f"python eval.py --checkpoint {ckpt_path} --config <recipe>.")
+    current = {k: _plain(v) for k, v in config.model.items()}
+    current["image_size"] = _plain(config.data.image_size)
+    taken, conflicts, notes = {}, [], []
+    for key, saved in hparams.items():
+        if key not in current:
+            continue
+        saved = _plain(saved)
+        explicit = f"model.{key}" in given or (key == "image_size" and "data.image_size" in given)
+        if current[key] == saved:
+            continue
+        if explicit and subcommand != "fit" and key in EVALUATION_ARGS:
+            continue
+        if explicit:
+            conflicts.append(f"{key}={current[key]!r} given, the checkpoint has {saved!r}")
+            continue
+        taken[key] = saved
+        notes.append(f"{key}={saved!r} (settings said {current[key]!r})")
+    if conflicts:
+        kind = "architecture or training" if subcommand == "fit" else "architecture"
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: settings conflict with the checkpoint's {kind} settings: " + "; ".join(conflicts)
+            + ". A checkpoint continues with its own settings: drop those flags, or start a new run from its "
+              "weights with --model.init_from <checkpoint> to train with other settings.")
+    if notes:
+        print(f"note: {ckpt_path} continues with its own settings: " + ", ".join(notes), file=sys.stderr)
+    return taken
+
+
+def main(args: Optional[Sequence[str]] = None) -> VPRCLI:
     """Run the command line; no arguments trains the synthetic demo, no subcommand means ``fit``."""
+    from_argv = args is None
     args = list(sys.argv[1:] if args is None else args)
     if not args:
         args = ["--config", str(DEFAULT_CONFIG)]
-    if args[0] not in SUBCOMMANDS:
+    if args[0] not in SUBCOMMANDS and args[0] not in ("-h", "--help"):
         args = ["fit", *args]
-    return VPRCLI(
-        VPRModel, VPRDataModule,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "default_root_dir": "LOGS",
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "LOGS"}},
-            "callbacks": [LearningRateMonitor(logging_interval="step")],
-            "plugins": [{"class_path": "utils.checkpoint_io.AtomicCheckpointIO"}],
-            "num_sanity_val_steps": 0,
-        },
-        auto_configure_optimizers=False,
-        args=args,
-    )
+    if from_argv:
+        # processes that DDP starts re-run this command line: give them the completed one
+        sys.argv[1:] = args
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        return VPRCLI(
+            VPRModel, VPRDataModule,
+            seed_everything_default=0,
+            parser_kwargs={c: {"default_config_files": [str(BASE_RECIPE)]} for c in SUBCOMMANDS},
+            trainer_defaults={
+                "logger": True,
+                "callbacks": [LearningRateMonitor(logging_interval="step")],
+                "plugins": [{"class_path": "utils.checkpoint_io.AtomicCheckpointIO"}],
+                "num_sanity_val_steps": 0,
+            },
+            auto_configure_optimizers=False,
+            args=args,
+        )
 
 
 if __name__ == "__main__":
-    main()
+    run_command(lambda argv: main(argv))

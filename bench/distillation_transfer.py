@@ -36,16 +36,15 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from scipy.stats import rankdata
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dataloaders.datamodule import VPRDataModule  # noqa: E402
 from dataloaders.synthetic import generate_synthetic, synthetic_roots  # noqa: E402
-from main import main as cli_main  # noqa: E402
+from main import VPRModel, main as cli_main  # noqa: E402
 from models.distillation import Teacher  # noqa: E402
-from utils.inference import load_model  # noqa: E402
+from utils.agreement import similarity_agreement  # noqa: E402
 
 # main() is given its arguments as a list while this script has its own command line: expected, not a mistake
 warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
@@ -70,41 +69,6 @@ RECIPE = {"pretrained": False, "layers_to_freeze": -1, "agg_arch": "MixVPR", "op
 
 
 # ---------------------------------------------------------------------------------------------- metric
-def similarity_agreement(student: np.ndarray, teacher: np.ndarray, k: int = TOP_K) -> dict[str, float]:
-    """How alike two descriptor sets of the same N images rank and score the pairs of images.
-
-    (N, Ds) and (N, Dt) descriptors (any sizes; L2-normalised here) -> ``mse``: mean squared difference of
-    the off-diagonal entries of the two N x N cosine-similarity matrices (0 when identical); ``pearson``
-    and ``spearman``: their correlation over the N (N - 1) / 2 pairs (1 when identical, ~0 for unrelated
-    descriptors); ``topk_overlap``: mean over images of |top-k neighbours by the student ∩ by the teacher|
-    / k, the image itself excluded (1 when identical, ~k / N by chance).
-    """
-    if student.ndim != 2 or teacher.ndim != 2 or len(student) != len(teacher):
-        raise ValueError(f"need descriptors of the same images, got {student.shape} and {teacher.shape}")
-    n = len(student)
-    if n < k + 2:
-        raise ValueError(f"need more than {k + 1} images for top-{k} neighbour overlap, got {n}")
-    sims = []
-    for d in (student, teacher):
-        d = torch.as_tensor(np.asarray(d, dtype=np.float32))
-        d = torch.nn.functional.normalize(d, dim=1)
-        sims.append((d @ d.T).numpy().astype(np.float64))
-    upper = np.triu_indices(n, k=1)
-    a, b = sims[0][upper], sims[1][upper]
-    mse = float(np.mean((a - b) ** 2))
-    pearson = float(np.corrcoef(a, b)[0, 1])
-    spearman = float(np.corrcoef(rankdata(a), rankdata(b))[0, 1])
-    neighbours = []
-    for s in sims:
-        s = s.copy()
-        np.fill_diagonal(s, -np.inf)
-        neighbours.append(np.argpartition(-s, k, axis=1)[:, :k])
-    # one integer key per (image, neighbour) pair turns the per-row set intersection into one np.isin
-    keys = [np.arange(n)[:, None] * n + nb for nb in neighbours]
-    overlap = float(np.isin(keys[0], keys[1]).sum() / (n * k))
-    return {"mse": mse, "pearson": pearson, "spearman": spearman, "topk_overlap": overlap}
-
-
 # ---------------------------------------------------------------------------------------------- timing
 class StepTimer(Callback):
     """Wall time of each training step (forward, loss, backward, optimizer; data loading excluded) and of the
@@ -153,6 +117,7 @@ def common_args(args, out: Path, name: str, seed: int, epochs: int, limit: Optio
         "--data.rand_augment_ops", "0",
         "--data.num_workers", str(args.num_workers),
         "--data.val_sets", json.dumps(list(VAL_SETS)),
+        "--model.keep_eval_descriptors", "true",
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "1",
         "--trainer.precision", "32-true",
@@ -160,9 +125,8 @@ def common_args(args, out: Path, name: str, seed: int, epochs: int, limit: Optio
         "--trainer.num_sanity_val_steps", "0",
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
-        "--trainer.default_root_dir", str(out),
-        "--trainer.logger.init_args.save_dir", str(out),
-        "--trainer.logger.init_args.name", name,
+        "--logs_dir", str(out),
+        "--name", name,
         "--trainer.callbacks", json.dumps([
             {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
             {"class_path": "bench.distillation_transfer.StepTimer"}]),
@@ -198,7 +162,7 @@ def fit(run_args: list[str]) -> dict:
 
 def validate_checkpoint(checkpoint: str, args) -> dict:
     """Recalls and descriptors of a saved model on the validation sets, by the Trainer's validation loop."""
-    model = load_model(checkpoint)
+    model = VPRModel.load_from_checkpoint(checkpoint, keep_eval_descriptors=True)
     data = VPRDataModule(synthetic=True, synthetic_dir=str(args.data_dir), synthetic_scale=args.scale,
                          image_size=tuple(model.image_size), num_workers=args.num_workers, eval_batch_size=128,
                          val_sets=list(VAL_SETS))
@@ -238,12 +202,11 @@ def train_student(args, arm: str, seed: int, teacher_checkpoint: str) -> dict:
     run = common_args(args, args.out, f"student_{arm}_seed{seed}", seed, args.epochs, args.limit_train_batches)
     run += model_args(STUDENT_MODEL, args.milestones)
     if arm != "none":
-        run += ["--model.teacher_checkpoint", teacher_checkpoint, "--model.distill_loss", arm,
-                "--model.distill_weight", str(args.distill_weight)]
+        distillation = {"teacher_checkpoint": teacher_checkpoint, "loss": arm, "weight": args.distill_weight,
+                        "teacher_precision": args.teacher_precision}
         if arm == "similarity" and json.loads(args.similarity_config):
-            run += ["--model.distill_config", args.similarity_config]
-        if args.teacher_precision:
-            run += ["--model.teacher_precision", args.teacher_precision]
+            distillation["loss_config"] = json.loads(args.similarity_config)
+        run += ["--model.distillation", json.dumps(distillation)]
     return fit(run)
 
 
@@ -361,7 +324,7 @@ def run(args) -> dict:
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "teacher_model": TEACHER_MODEL, "student_model": STUDENT_MODEL, "recipe": RECIPE,
-        "data": {k: str(v) for k, v in synthetic_roots(args.data_dir).items()},
+        "data": {k: str(v) for k, v in synthetic_roots(args.data_dir, args.scale).items()},
         "teacher": {"checkpoint": teacher_checkpoint, "recalls": teacher["recalls"],
                     "train_wall_s": None if args.teacher_checkpoint else teacher_wall},
         "num_images": {n: len(teacher["descriptors"][n]) for n in VAL_SETS},

@@ -3,7 +3,7 @@
     python main.py                  # once: trains the demo, writes LOGS/synthetic_demo/version_<n>/
     python bench/make_figures.py    # -> image/recall_curves.png, image/retrievals.jpg
 
-Evaluates, with eval.py on the synthetic pitts30k_test and msls_val, three stages of the newest demo run
+Evaluates, with the evaluation library (as eval.py) on the synthetic pitts30k_test and msls_val, three stages of the newest demo run
 (or ``--run``): the untrained model (the run's architecture, random weights, seed 0), the earliest epoch
 checkpoint the run kept, and ``last.ckpt``. ``image/recall_curves.png`` holds their recall@K curves;
 ``image/retrievals.jpg`` stacks retrieval pictures of the final model on pitts30k_test (two successes,
@@ -22,9 +22,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import eval as eval_cli  # noqa: E402
-from models import VPRModel  # noqa: E402
-from utils.checkpoint import read_state_dict  # noqa: E402
+from dataloaders.eval import build_eval_set  # noqa: E402
+from dataloaders.roots import data_roots  # noqa: E402
+from dataloaders.synthetic import generate_synthetic  # noqa: E402
+from models import VPRModel, read_checkpoint  # noqa: E402
+from models.evaluation import benchmark_title, evaluate_benchmark, load_for_evaluation, write_results  # noqa: E402
 from utils.visualize import stack_vertically  # noqa: E402
 
 
@@ -43,12 +45,35 @@ def newest_run(logs: Path) -> Path:
 
 def untrained_checkpoint(last: Path, path: Path) -> Path:
     """A checkpoint of ``last``'s architecture with its initial random weights (seed 0)."""
-    _, hyper_parameters = read_state_dict(last)
+    _, hyper_parameters = read_checkpoint(last)
     torch.manual_seed(0)
     model = VPRModel(**{**hyper_parameters, "pretrained": False})
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": hyper_parameters}, path)
     return path
+
+
+def evaluate(stages: list[Path], names: list[str], synthetic_dir: str, out_dir: Path) -> None:
+    """Recalls, curves and retrieval pictures of each stage on the synthetic pitts30k_test and msls_val."""
+    generate_synthetic(synthetic_dir)
+    roots = data_roots(synthetic=True, synthetic_dir=synthetic_dir)
+    benchmarks = ("pitts30k_test", "msls_val")
+    datasets = {name: build_eval_set(name, roots) for name in benchmarks}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for path, label in zip(stages, names):
+        net, fingerprint, _ = load_for_evaluation(path, {})
+        settings = {"image_size": net.image_size, "precision": "32", "skip_unreadable": False, "batch_size": 64,
+                    "device": "cpu", "num_workers": 2, "progress": False, "k": [1, 5, 10, 15, 20, 50, 100],
+                    "faiss_gpu": False, "visualize": PICTURES, "failures_only": False, "top_k": 4}
+        results[label] = {"checkpoint": str(path), "descriptor_dim": net.descriptor_dim,
+                          "image_size": list(net.image_size),
+                          "benchmarks": {b: evaluate_benchmark(net, fingerprint, datasets[b], label, settings, out_dir,
+                                                               out_dir / "descriptors") for b in benchmarks}}
+    protocol = {"positives": "within posDistThr (25 m) for Pittsburgh; msls_val_pIdx.npy for MSLS-val",
+                "k": settings["k"], "precision": "32", "synthetic": True}
+    write_results(results, list(benchmarks), out_dir, settings["k"], protocol,
+                  {b: benchmark_title(b, synthetic=True) for b in benchmarks})
 
 
 def main(argv=None) -> list[Path]:
@@ -65,9 +90,7 @@ def main(argv=None) -> list[Path]:
     epochs = sorted((run / "checkpoints").glob("epoch*.ckpt"), key=lambda p: int(p.name[5:7]))[:1]
     stages = [untrained_checkpoint(last, args.out_dir / "untrained.ckpt"), *epochs, last]
     names = ["untrained", *[f"after epoch {int(p.name[5:7]) + 1}" for p in epochs], "final"]
-    eval_cli.main(["--checkpoint", *map(str, stages), "--names", *names, "--benchmarks", "pitts30k_test", "msls_val",
-                   "--synthetic", "--synthetic-dir", args.synthetic_dir, "--out-dir", str(args.out_dir),
-                   "--visualize", str(PICTURES), "--top-k", "4", "--num-workers", "2", "--device", "cpu", "--no-progress"])
+    evaluate(stages, names, args.synthetic_dir, args.out_dir)
     args.image_dir.mkdir(parents=True, exist_ok=True)
     curves = args.image_dir / "recall_curves.png"
     shutil.copy(args.out_dir / "recall_curves.png", curves)

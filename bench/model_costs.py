@@ -7,7 +7,7 @@ Per model: parameters; MACs of one image (convolutions and matrix products, coun
 ``torch.utils.flop_counter.FlopCounterMode`` on a forward pass, MACs = FLOPs / 2; batch norm,
 activations and element-wise ops are not counted); descriptor size; CPU latency of one image (batch
 1) and throughput at batch 32, in eager PyTorch and in ONNX Runtime (the model exported on the fly
-into a temporary folder with ``utils.export``). Each timing is the best of a few runs after a warm-up
+into a temporary folder with ``models.export``). Each timing is the best of a few runs after a warm-up
 run; the big teacher runs fewer. A second table compares, for distillation, the frozen teacher's forward pass with
 one training step of the student (P x K = 16 x 4 images of 64 x 64, multi-similarity loss, SGD).
 Prints Markdown. Timings are only comparable on an otherwise idle machine: a concurrent process makes
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import VPRModel  # noqa: E402
 from models.distillation import Teacher  # noqa: E402
-from utils.export import export_onnx  # noqa: E402
+from models.export import export_onnx  # noqa: E402
 
 # name -> (VPRModel arguments, repetitions weight: 1 = full count). MixVPR as published: 4 mixer
 # layers, mlp_ratio 1, 4 output rows; layer4 cropped (stride 16, 20 x 20 maps at 320 x 320).

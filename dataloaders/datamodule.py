@@ -1,26 +1,43 @@
 """VPRDataModule: GSV-Cities for training, named benchmarks for validation and test."""
-import os
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from utils.errors import ConfigError
+
 from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
 from .gsv_cities import TRAIN_CITIES, CityShuffleSampler, GSVCitiesDataset
+from .roots import data_roots
 from .transforms import eval_transform, train_transform
-
-# data-root setting -> environment variable used when the setting is not given
-ROOT_ENV = {"gsv_root": "GSV_CITIES_ROOT", "pitts_root": "PITTSBURGH_ROOT", "msls_root": "MSLS_ROOT"}
 
 
 class VPRDataModule(L.LightningDataModule):
-    """Batches of ``batch_size`` places x ``img_per_place`` images from GSV-Cities; evaluation sets by name.
+    """GSV-Cities for training (batches of places x images), named benchmarks for validation and test.
 
-    ``val_sets`` are names (pitts30k_val, msls_val, ...) or ``folder:<root>`` for the generic folder
-    format, whose positives lie within ``pos_radius`` metres. Data roots come from the arguments, else from the environment (GSV_CITIES_ROOT, PITTSBURGH_ROOT,
-    MSLS_ROOT). ``synthetic=True`` generates the embedded synthetic data sets once under
-    ``synthetic_dir`` and uses them for every root not given explicitly.
+    Args:
+        gsv_root: GSV-Cities root (Dataframes/, Images/); default $GSV_CITIES_ROOT.
+        cities: training cities (default: the paper's 23, or the synthetic ones).
+        batch_size: places per optimizer step (the paper: 120).
+        img_per_place: images drawn per place (K, the paper: 4).
+        min_img_per_place: places with fewer images are left out.
+        shuffle_all: mix cities in a batch instead of the paper's city-by-city order.
+        image_size: (height, width) of training images.
+        rand_augment_ops: RandAugment operations per training image (0: none).
+        num_workers: data-loading processes.
+        val_sets: sets evaluated during training: pitts30k_val, pitts30k_test, pitts250k_val,
+            pitts250k_test, msls_val, or folder:<root> (the generic folder format).
+        test_sets: sets evaluated by ``main.py test`` (the paper's tables).
+        eval_image_size: (height, width) of validation and test images (default: image_size).
+        pos_radius: positives of folder: sets, metres (named sets keep their published positives).
+        pitts_root: Pittsburgh root (images, queries_real/, datasets/*.mat); default $PITTSBURGH_ROOT.
+        msls_root: MSLS root with the msls_val_*.npy ground truth; default $MSLS_ROOT.
+        eval_batch_size: images per evaluation batch.
+        synthetic: use the embedded synthetic data sets for every root not given (generated once).
+        synthetic_dir: where the synthetic data sets are generated.
+        synthetic_scale: default (the demo) or tiny (tests).
+        seed: seed of the synthetic data and of the training order.
     """
 
     def __init__(
@@ -35,33 +52,32 @@ class VPRDataModule(L.LightningDataModule):
         rand_augment_ops: int = 3,
         num_workers: int = 4,
         val_sets: Sequence[str] = ("pitts30k_val",),
+        test_sets: Sequence[str] = ("pitts30k_test", "pitts250k_test", "msls_val"),
+        eval_image_size: Optional[tuple[int, int]] = None,
         pos_radius: float = 25.0,
         pitts_root: Optional[str] = None,
         msls_root: Optional[str] = None,
         eval_batch_size: int = 64,
         synthetic: bool = False,
         synthetic_dir: str = "LOGS/synthetic_data",
-        synthetic_scale: str = "default",
+        synthetic_scale: Literal["default", "tiny"] = "default",
         seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
-        unknown = [s for s in val_sets if not is_eval_set(s)]
+        unknown = [s for s in (*val_sets, *test_sets) if not is_eval_set(s)]
         if unknown:
-            raise ValueError(f"unknown evaluation set(s) {unknown}; choose from {sorted(EVAL_SETS)} "
-                             f"or {FOLDER_PREFIX}<root> for a set in the generic folder format")
+            raise ConfigError(f"unknown evaluation set(s) {unknown}; choose from {sorted(EVAL_SETS)} "
+                              f"or {FOLDER_PREFIX}<root> for a set in the generic folder format")
         self.train_dataset: Optional[GSVCitiesDataset] = None
         self.val_datasets: list = []
+        self.test_datasets: list = []
 
     def roots(self) -> dict[str, Optional[str]]:
         """Data roots: argument, else environment variable, else the synthetic data (when enabled)."""
         hp = self.hparams
-        roots = {k: getattr(hp, k) or os.environ.get(env) for k, env in ROOT_ENV.items()}
-        if hp.synthetic:
-            from .synthetic import synthetic_roots
-            generated = synthetic_roots(hp.synthetic_dir)
-            roots = {k: getattr(hp, k) or str(generated[k]) for k in ROOT_ENV}
-        return roots
+        return data_roots(hp.gsv_root, hp.pitts_root, hp.msls_root, hp.synthetic, hp.synthetic_dir,
+                          hp.synthetic_scale, hp.seed)
 
     def cities(self) -> Sequence[str]:
         """The training cities: as configured, else the synthetic ones or the paper's 23."""
@@ -83,14 +99,19 @@ class VPRDataModule(L.LightningDataModule):
         roots = self.roots()
         if stage == "fit" and self.train_dataset is None:
             if roots["gsv_root"] is None:
-                raise ValueError("GSV-Cities root not set: pass --data.gsv_root, set GSV_CITIES_ROOT, "
+                raise ConfigError("GSV-Cities root not set: pass --data.gsv_root, set GSV_CITIES_ROOT, "
                                  "or use --data.synthetic true for the embedded synthetic data")
             self.train_dataset = GSVCitiesDataset(
                 roots["gsv_root"], self.cities(), self.hparams.img_per_place, self.hparams.min_img_per_place,
                 train_transform(self.hparams.image_size, self.hparams.rand_augment_ops))
-        if not self.val_datasets:
-            tf = eval_transform(self.hparams.image_size)
-            self.val_datasets = [build_eval_set(name, roots, tf, self.hparams.pos_radius) for name in self.hparams.val_sets]
+        if stage in ("fit", "validate") and not self.val_datasets:
+            self.val_datasets = self._eval_sets(self.hparams.val_sets, roots)
+        if stage == "test" and not self.test_datasets:
+            self.test_datasets = self._eval_sets(self.hparams.test_sets, roots)
+
+    def _eval_sets(self, names: Sequence[str], roots: dict) -> list:
+        transform = eval_transform(self.hparams.eval_image_size or self.hparams.image_size)
+        return [build_eval_set(name, roots, transform, self.hparams.pos_radius) for name in names]
 
     def train_dataloader(self) -> DataLoader:
         """P places per batch, city by city in a new order each epoch."""
@@ -99,14 +120,15 @@ class VPRDataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=self.hparams.num_workers > 0)
 
-    def _eval_loaders(self) -> list[DataLoader]:
+    def _eval_loaders(self, datasets) -> list[DataLoader]:
         return [DataLoader(ds, batch_size=self.hparams.eval_batch_size, shuffle=False,
-                           num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available()) for ds in self.val_datasets]
+                           num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available())
+                for ds in datasets]
 
     def val_dataloader(self) -> list[DataLoader]:
         """One loader per validation set, database first then queries."""
-        return self._eval_loaders()
+        return self._eval_loaders(self.val_datasets)
 
     def test_dataloader(self) -> list[DataLoader]:
-        """The validation sets, for ``trainer.test``."""
-        return self._eval_loaders()
+        """One loader per test set (``test_sets``), database first then queries."""
+        return self._eval_loaders(self.test_datasets)

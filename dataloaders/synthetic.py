@@ -673,7 +673,7 @@ def make_msls(root: str | Path, cities: Sequence[str] = MSLS_CITIES, db_per_city
 _PARTS = ("gsv_cities", "pitts", "msls")
 
 
-def synthetic_roots(root: str | Path) -> dict[str, Path]:
+def synthetic_roots(root: str | Path, scale: str = "default", seed: int = 0) -> dict[str, Path]:
     """The data-root settings of VPRDataModule -> the folders generate_synthetic writes under ``root``."""
     root = Path(root)
     return {"gsv_root": root / "gsv_cities", "pitts_root": root / "pitts", "msls_root": root / "msls"}

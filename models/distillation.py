@@ -12,15 +12,50 @@ student. Two losses, chosen by name (``DISTILL_LOSSES`` / ``build_distill_loss``
 
 Both take ``(student (B, Ds), teacher (B, Dt))`` and return a scalar; the teacher side is detached.
 ``Teacher`` loads and freezes the teacher; it is deliberately not an ``nn.Module`` (see its docstring).
+``DistillationConfig`` is the one setting of ``VPRModel`` that turns distillation on.
 """
 import inspect
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from utils.errors import ConfigError
+
+from .loading import load_model
+
+
+@dataclass
+class DistillationConfig:
+    """Knowledge distillation: loss = metric loss + ``weight`` x ``loss`` between student and teacher.
+
+    Args:
+        teacher_checkpoint: a trained model: one of our Lightning .ckpt files (architecture from its
+            hyper-parameters) or a bare state_dict such as the authors' releases (architecture from
+            teacher_config). Loaded when training starts.
+        teacher_config: the teacher's architecture for a bare state_dict (backbone_arch, layers_to_crop,
+            agg_arch, agg_config, image_size, backbone_config); overrides a .ckpt's saved values.
+        loss: similarity (match the batch's cosine-similarity structure; any descriptor sizes) or
+            projection (a learned linear map to the teacher's space, dropped at deployment).
+        weight: the distillation term's weight.
+        loss_config: the loss's settings (similarity: mode kl|mse, temperature).
+        teacher_precision: the teacher's autocast dtype (bf16, 16) or 32; None: the trainer's precision.
+    """
+
+    teacher_checkpoint: str
+    teacher_config: Optional[dict] = None
+    loss: Literal["similarity", "projection"] = "similarity"
+    weight: float = 1.0
+    loss_config: Optional[dict] = None
+    teacher_precision: Optional[Literal["32", "bf16", "16", "fp16"]] = None
+
+    def as_dict(self) -> dict:
+        """Plain values, as stored in a checkpoint's hyper-parameters."""
+        return asdict(self)
 
 
 def _target(teacher: Tensor) -> Tensor:
@@ -56,9 +91,9 @@ class SimilarityDistillation(nn.Module):
     def __init__(self, mode: str = "kl", temperature: float = 0.1):
         super().__init__()
         if mode not in ("mse", "kl"):
-            raise ValueError(f"unknown similarity distillation mode {mode!r}; choose 'mse' or 'kl'")
+            raise ConfigError(f"unknown similarity distillation mode {mode!r}; choose 'mse' or 'kl'")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         self.mode = mode
         self.temperature = temperature
 
@@ -110,12 +145,12 @@ def build_distill_loss(name: str, student_dim: int, teacher_dim: int, **config) 
     try:
         cls = DISTILL_LOSSES[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown distillation loss {name!r}; choose one of {sorted(DISTILL_LOSSES)}") from None
+        raise ConfigError(f"unknown distillation loss {name!r}; choose one of {sorted(DISTILL_LOSSES)}") from None
     accepted = inspect.signature(cls).parameters
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         settings = sorted(set(accepted) - {"student_dim", "teacher_dim"})
-        raise ValueError(f"distillation loss {name!r} does not take {unknown}; its settings are {settings}")
+        raise ConfigError(f"distillation loss {name!r} does not take {unknown}; its settings are {settings}")
     dims = {k: v for k, v in {"student_dim": student_dim, "teacher_dim": teacher_dim}.items() if k in accepted}
     return cls(**dims, **config)
 
@@ -126,7 +161,7 @@ PRECISIONS = {None: None, "32": torch.float32, "bf16": torch.bfloat16, "16": tor
 
 
 class Teacher:
-    """A frozen, trained VPRModel that embeds images for distillation.
+    """A frozen, trained network (VPRNet) that embeds images for distillation.
 
     Not an ``nn.Module`` on purpose: stored as a plain attribute of the student (``self.teacher =
     Teacher(...)``), ``nn.Module.__setattr__`` does not register it, so it is absent from the
@@ -147,7 +182,7 @@ class Teacher:
 
     def __init__(self, model: nn.Module, precision: Optional[str] = None):
         if precision not in PRECISIONS:
-            raise ValueError(f"unknown teacher precision {precision!r}; choose one of "
+            raise ConfigError(f"unknown teacher precision {precision!r}; choose one of "
                              f"{sorted(p for p in PRECISIONS if p is not None)} or None")
         self.model = model.eval().requires_grad_(False)
         self.dtype = PRECISIONS[precision]
@@ -160,8 +195,6 @@ class Teacher:
         """Teacher from one of our Lightning ``.ckpt`` (architecture from its saved hyper-parameters) or
         a bare state_dict (architecture from ``model_kwargs``: backbone_arch, layers_to_crop, agg_arch,
         agg_config, image_size). ``model_kwargs`` override saved hyper-parameters."""
-        from utils.inference import load_model  # utils imports models: import here, not at module level
-
         return cls(load_model(path, **model_kwargs), precision)
 
     @property

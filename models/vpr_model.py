@@ -1,95 +1,195 @@
-"""VPRModel: backbone -> aggregator -> L2-normalised global descriptor, trained by metric learning."""
-from bisect import bisect_right
-from typing import Optional, Sequence
+"""VPRModel: the LightningModule that trains a VPRNet by metric learning and evaluates it by recall@K."""
+import warnings
+from typing import Literal, Optional, Sequence
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from utils.distributed import gather_by_index
-from utils.losses import get_loss, get_miner
+from utils.errors import ConfigError
+from utils.losses import LOSSES, MINERS, get_loss, get_miner
 from utils.recall import DEFAULT_K, format_recall_table, get_validation_recalls
 
-from . import helper
-from .distillation import Teacher, build_distill_loss
-
-print_on_rank_zero = rank_zero_only(print)
+from .aggregators import AGGREGATOR_NAMES
+from .backbones import BACKBONE_NAMES
+from .distillation import DistillationConfig, Teacher, build_distill_loss
+from .loading import load_weights
+from .network import build_network
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+BackboneName = Literal[BACKBONE_NAMES]
+AggregatorName = Literal[AGGREGATOR_NAMES]
+LossName = Literal[tuple(sorted(LOSSES))]
+MinerName = Literal[tuple(sorted(MINERS)) + ("none",)]
 
 
 class VPRModel(L.LightningModule):
     """Visual place recognition model and its training recipe.
 
-    The model is ``backbone`` (a cropped CNN) followed by ``aggregator`` (MixVPR, GeM, ...); the
-    state_dict holds nothing else, so the authors' released MixVPR weights load strictly.
-    ``image_size`` (height, width) is the training/evaluation size; it fixes the aggregator's input
-    dimensions where they are not given. Training: P places x K images per batch, metric-learning
-    loss with an optional miner, linear warm-up then a step decay by epoch.
+    The network (``self.net``, a ``VPRNet``) is ``backbone`` (a cropped CNN or a ViT) followed by
+    ``aggregator`` (MixVPR, GeM, BoQ ...). The state_dict holds these two and nothing else, so the
+    authors' released MixVPR weights load strictly. Training: P places x K images per batch, a metric
+    learning loss with an optional miner, linear warm-up over steps then a step decay by epoch.
 
-    Knowledge distillation: with ``teacher_checkpoint`` a frozen trained VPRModel embeds the same
-    batch and the loss becomes metric loss + ``distill_weight`` x ``distill_loss`` (``similarity``:
-    the batch's cosine-similarity matrices, any descriptor sizes; ``projection``: a learned map to the
-    teacher's space). The teacher is not part of the student's state_dict or optimizer. A bare
-    state_dict teacher (e.g. the authors' released weights) takes its architecture from ``teacher_config``
-    (backbone_arch, layers_to_crop, agg_arch, agg_config, image_size).
+    Args:
+        backbone_arch: backbone name (ResNets, lightweight CNNs, DINOv2 ViTs).
+        pretrained: start from the backbone's published weights (ImageNet, DINOv2). They are loaded
+            when training starts, not at construction, and not when resuming from a checkpoint.
+        layers_to_freeze: CNNs: -1 trains all, 0 freezes the stem, k the stem and stages 1..k.
+        layers_to_crop: CNNs: trailing stages removed, e.g. [4] (ResNet50: 1024 channels at stride 16).
+        agg_arch: aggregator name.
+        agg_config: aggregator settings; its input dimensions (in_channels, in_h, in_w) are derived from
+            the backbone and image_size when left out, and checked when given.
+        lr: base learning rate.
+        optimizer: sgd, adamw or adam.
+        weight_decay: weight decay of the optimizer.
+        momentum: SGD momentum.
+        warmup_steps: optimizer steps of linear warm-up from lr / warmup_steps to lr.
+        milestones: epochs at which the learning rate is multiplied by lr_mult.
+        lr_mult: the factor applied at each milestone.
+        loss_name: a pytorch-metric-learning loss class name (paper: MultiSimilarityLoss).
+        miner_name: a pytorch-metric-learning miner class name, or none.
+        miner_margin: deprecated (the original MixVPR keyword): the miner's epsilon/margin; use miner_config.
+        faiss_gpu: run the recall@K search on the GPU (needs faiss-gpu).
+        image_size: (height, width) for training and evaluation; None: in_h/in_w of agg_config times the
+            backbone's stride (as the original constructor), else 320 x 320.
+        backbone_config: options of backbones that take more (DINOv2: num_trainable_blocks,
+            return_token, norm_layer).
+        backbone_lr_mult: the backbone's learning rate is lr x backbone_lr_mult.
+        loss_config: extra arguments of the loss.
+        miner_config: extra arguments of the miner.
+        recall_k: the K of recall@K computed at evaluation.
+        keep_eval_descriptors: keep the last evaluation's descriptors per set in ``eval_descriptors``
+            (memory: 1.5 GB for Pitts250k at 4096-d); recalls are always kept in ``eval_recalls``.
+        distillation: knowledge distillation from a frozen teacher (see ``DistillationConfig``).
+        init_from: start training from these weights (one of our checkpoints, or a release of MixVPR,
+            Lightweight-MixVPR, BoQ or SALAD; loaded strictly when training starts, instead of pretrained):
+            fine-tuning with new settings, where --ckpt_path would resume the old run.
+        warmpup_steps: deprecated spelling of warmup_steps (the original MixVPR keyword).
     """
 
     def __init__(
         self,
-        backbone_arch: str = "resnet50",
+        backbone_arch: BackboneName = "resnet50",
         pretrained: bool = False,
         layers_to_freeze: int = 2,
         layers_to_crop: Sequence[int] = (4,),
-        agg_arch: str = "MixVPR",
+        agg_arch: AggregatorName = "MixVPR",
         agg_config: Optional[dict] = None,
-        image_size: tuple[int, int] = (320, 320),
         lr: float = 0.05,
-        optimizer: str = "sgd",
+        optimizer: Literal["sgd", "adamw", "adam"] = "sgd",
         weight_decay: float = 1e-3,
         momentum: float = 0.9,
         warmup_steps: int = 650,
         milestones: Sequence[int] = (5, 10, 15, 25, 45),
         lr_mult: float = 0.3,
-        loss_name: str = "MultiSimilarityLoss",
+        loss_name: LossName = "MultiSimilarityLoss",
+        miner_name: Optional[MinerName] = "MultiSimilarityMiner",
+        miner_margin: Optional[float] = None,
+        faiss_gpu: bool = False,
+        image_size: Optional[tuple[int, int]] = None,
+        backbone_config: Optional[dict] = None,
+        backbone_lr_mult: float = 1.0,
         loss_config: Optional[dict] = None,
-        miner_name: Optional[str] = "MultiSimilarityMiner",
         miner_config: Optional[dict] = None,
         recall_k: Sequence[int] = DEFAULT_K,
-        faiss_gpu: bool = False,
-        teacher_checkpoint: Optional[str] = None,
-        teacher_config: Optional[dict] = None,
-        distill_loss: str = "similarity",
-        distill_weight: float = 1.0,
-        distill_config: Optional[dict] = None,
-        teacher_precision: Optional[str] = None,
+        keep_eval_descriptors: bool = False,
+        distillation: Optional[DistillationConfig] = None,
+        init_from: Optional[str] = None,
+        warmpup_steps: Optional[int] = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        if optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
-        self.image_size = tuple(image_size)
-        self.backbone = helper.get_backbone(backbone_arch, pretrained, layers_to_freeze, layers_to_crop)
-        self.aggregator = helper.get_aggregator(agg_arch, agg_config or {}, self.backbone, self.image_size,
-                                                backbone_arch)
-        self.descriptor_dim = self.aggregator.out_dim
+        if warmpup_steps is not None:
+            warnings.warn("warmpup_steps is deprecated: use warmup_steps", FutureWarning, stacklevel=2)
+            warmup_steps = warmpup_steps
+        miner_config = dict(miner_config or {})
+        if miner_margin is not None:
+            warnings.warn("miner_margin is deprecated: use miner_config (e.g. {'epsilon': 0.1})", FutureWarning,
+                          stacklevel=2)
+            miner_config.setdefault("margin" if miner_name == "TripletMarginMiner" else "epsilon", miner_margin)
+        if str(optimizer).lower() not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        if warmup_steps < 0 or lr <= 0 or lr_mult <= 0 or backbone_lr_mult < 0:
+            raise ConfigError(f"lr={lr}, lr_mult={lr_mult} must be positive, warmup_steps={warmup_steps} and "
+                              f"backbone_lr_mult={backbone_lr_mult} not negative")
+        net = build_network(backbone_arch, False, layers_to_freeze, layers_to_crop, agg_arch, agg_config,
+                            image_size, backbone_config)
+        if isinstance(distillation, dict):
+            distillation = DistillationConfig(**distillation)
+        self.save_hyperparameters(ignore=["warmpup_steps", "miner_margin", "distillation"])
+        # the canonical values: derived image size, aliases resolved, distillation as a plain dict
+        self.hparams.update(image_size=list(net.image_size), warmup_steps=warmup_steps, miner_config=miner_config,
+                            distillation=distillation.as_dict() if distillation else None)
+        # the network's modules are this module's children (state_dict keys backbone.*, aggregator.*);
+        # ``net`` itself is not registered, so nothing appears twice
+        self.backbone = net.backbone
+        self.aggregator = net.aggregator
+        self.__dict__["net"] = net
         self.loss_fn = get_loss(loss_name, **(loss_config or {}))
-        self.miner = get_miner(miner_name, **(miner_config or {}))
-        # a plain attribute (Teacher is not an nn.Module): outside the state_dict, optimizer and DDP
-        self.teacher = (Teacher.from_checkpoint(teacher_checkpoint, teacher_precision, **(teacher_config or {}))
-                        if teacher_checkpoint else None)
-        self.distill_loss_fn = (build_distill_loss(distill_loss, self.descriptor_dim, self.teacher.descriptor_dim,
-                                                   **(distill_config or {})) if self.teacher is not None else None)
+        self.miner = get_miner(miner_name, **miner_config)
+        # distillation: the frozen teacher (a plain attribute, outside the state_dict, optimizer and DDP) is
+        # loaded when training starts; the loss module once the teacher's descriptor size is known
+        self.distillation = distillation
+        self.teacher: Optional[Teacher] = None
+        self.distill_loss_fn: Optional[torch.nn.Module] = None
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
-        # descriptors of the last evaluation, per set name, in dataset order (database then queries)
         self.eval_descriptors: dict[str, np.ndarray] = {}
         self.eval_recalls: dict[str, dict[int, float]] = {}
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) the network is trained and evaluated at."""
+        return self.net.image_size
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Length of the descriptor."""
+        return self.net.descriptor_dim
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, descriptor_dim) L2-normalised descriptors."""
-        return self.aggregator(self.backbone(x))
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> "VPRModel":
+        """As nn.Module.train; ``net`` (not a registered child) follows, so ``net.training`` is right."""
+        super().train(mode)
+        self.net.training = mode
+        return self
+
+    # ---------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        """Before the first step: the initial weights (``init_from`` or the backbone's pretrained ones; not
+        when resuming, which restores trained ones) and, for training, the distillation teacher."""
+        resuming = self.trainer.ckpt_path is not None
+        if self.hparams.init_from and not resuming:
+            load_weights(self, self.hparams.init_from)
+        elif self.hparams.pretrained and not resuming and stage == "fit":
+            self.net.load_pretrained()
+        if stage != "fit":
+            return
+        if self.distillation is not None:
+            cfg = self.distillation
+            self.teacher = Teacher.from_checkpoint(cfg.teacher_checkpoint, cfg.teacher_precision,
+                                                   **(cfg.teacher_config or {}))
+            if self.distill_loss_fn is None:
+                self._build_distill_loss(self.teacher.descriptor_dim)
+
+    def _build_distill_loss(self, teacher_dim: int) -> None:
+        cfg = self.distillation
+        self.distill_loss_fn = build_distill_loss(cfg.loss, self.descriptor_dim, teacher_dim, **(cfg.loss_config or {}))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A distilled checkpoint's loss module (e.g. the projection head) is rebuilt before its weights load."""
+        if self.distillation is not None and self.distill_loss_fn is None:
+            projection = checkpoint["state_dict"].get("distill_loss_fn.proj.weight")
+            self._build_distill_loss(projection.shape[0] if projection is not None else 0)
+
+    def on_fit_start(self):
+        if self.teacher is not None:
+            self.teacher.to(self.device)
 
     # ---------------------------------------------------------------- training
     def metric_loss(self, descriptors: Tensor, labels: Tensor) -> tuple[Tensor, float]:
@@ -111,44 +211,39 @@ class VPRModel(L.LightningModule):
         if self.teacher is not None:
             distill = self.distill_loss_fn(descriptors, self.teacher(images))
             self.log("distill_loss", distill, prog_bar=True, batch_size=p * k)
-            loss = loss + self.hparams.distill_weight * distill
+            loss = loss + self.distillation.weight * distill
         self.log("loss", loss, prog_bar=True, batch_size=p * k)
         # the original project's b_acc: share of samples the miner found nothing to learn from
         self.log("b_acc", 1.0 - nontrivial, prog_bar=True, batch_size=p * k)
         self.log("nontrivial", nontrivial, batch_size=p * k)
         return loss
 
-    def on_fit_start(self):
-        if self.teacher is not None:
-            self.teacher.to(self.device)
-
     def configure_optimizers(self):
-        """The optimizer from the config and one per-step schedule: warm-up, then x lr_mult at each milestone epoch."""
+        """The optimizer (backbone at lr x backbone_lr_mult) with two schedules: a linear warm-up stepped
+        per optimizer step, and the decay x lr_mult at each milestone, stepped per epoch."""
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
+        groups = [g for g in ({"params": backbone, "lr": hp.lr * hp.backbone_lr_mult}, {"params": rest, "lr": hp.lr})
+                  if g["params"]]
         kwargs = {"lr": hp.lr, "weight_decay": hp.weight_decay}
         if hp.optimizer.lower() == "sgd":
             kwargs["momentum"] = hp.momentum
-        optimizer = OPTIMIZERS[hp.optimizer.lower()](params, **kwargs)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def lr_factor(self, step: int) -> float:
-        """Learning-rate multiplier at optimizer step ``step`` of the current epoch's schedule."""
-        warmup = min(1.0, (step + 1) / self.hparams.warmup_steps) if self.hparams.warmup_steps > 0 else 1.0
-        epoch = self.trainer.current_epoch if self._trainer is not None else 0
-        return warmup * self.hparams.lr_mult ** bisect_right(sorted(self.hparams.milestones), epoch)
-
-    def on_train_epoch_start(self):
-        # the per-step schedule was last evaluated during the previous epoch: apply this epoch's decay now
-        for scheduler_config in self.trainer.lr_scheduler_configs:
-            scheduler = scheduler_config.scheduler
-            for group, base_lr in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base_lr * self.lr_factor(scheduler.last_epoch)
+        optimizer = OPTIMIZERS[hp.optimizer.lower()](groups, **kwargs)
+        schedules = []
+        if hp.warmup_steps > 1:
+            # factor (step + 1) / warmup_steps at optimizer step ``step``, 1 from warmup_steps - 1 on
+            warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / hp.warmup_steps,
+                                                       end_factor=1.0, total_iters=hp.warmup_steps - 1)
+            schedules.append({"scheduler": warmup, "interval": "step", "name": "warmup"})
+        decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=sorted(hp.milestones), gamma=hp.lr_mult)
+        schedules.append({"scheduler": decay, "interval": "epoch", "name": "lr"})
+        return [optimizer], schedules
 
     # ---------------------------------------------------------------- evaluation
     def _eval_step(self, batch, dataloader_idx: int) -> None:
-        images, indices = batch
+        images, indices = batch[0], batch[1]
         descriptors = self(images).float().detach()
         self._eval_outputs.setdefault(dataloader_idx, []).append((indices, descriptors))
 
@@ -179,25 +274,28 @@ class VPRModel(L.LightningModule):
             dataloaders = [dataloaders]
         for i, loader in enumerate(dataloaders):
             dataset = loader.dataset
-            indices = torch.cat([o[0] for o in outputs.get(i, [])]) if i in outputs else torch.zeros(0, dtype=torch.long)
-            local = torch.cat([o[1] for o in outputs[i]]) if i in outputs else torch.zeros(0, self.descriptor_dim, device=self.device)
+            parts = outputs.get(i, [])
+            indices = torch.cat([o[0] for o in parts]) if parts else torch.zeros(0, dtype=torch.long)
+            local = (torch.cat([o[1] for o in parts]) if parts
+                     else torch.zeros(0, self.descriptor_dim, device=self.device))
             descriptors = gather_by_index(indices.to(self.device), local, len(dataset)).cpu().numpy()
             recalls = self.evaluate_descriptors(descriptors, dataset)
             name = dataset.name
             if before_training:
-                print_on_rank_zero("\n" + format_recall_table(recalls, f"{name} before training") + "\n")
+                self.print("\n" + format_recall_table(recalls, f"{name} before training") + "\n")
                 continue
-            self.eval_descriptors[name], self.eval_recalls[name] = descriptors, recalls
+            self.eval_recalls[name] = recalls
+            if self.hparams.keep_eval_descriptors:
+                self.eval_descriptors[name] = descriptors
             for k in (1, 5, 10):
                 if k in recalls:
-                    self.log(f"{name}/R{k}", recalls[k], sync_dist=False, rank_zero_only=False)
+                    # every process holds the same recall: no reduction, logged once (not per dataloader)
+                    self.log(f"{name}/R{k}", recalls[k], add_dataloader_idx=False, rank_zero_only=False)
             title = f"{name} after epoch {self.current_epoch + 1}" if self.trainer.state.fn == "fit" else name
-            print_on_rank_zero("\n" + format_recall_table(recalls, title) + "\n")
+            self.print("\n" + format_recall_table(recalls, title) + "\n")
 
     def evaluate_descriptors(self, descriptors: np.ndarray, dataset) -> dict[int, float]:
         """Recall@K of an evaluation set (database first, then queries) from its descriptors."""
-        r_list = descriptors[: dataset.num_references]
-        q_list = descriptors[dataset.num_references:]
-        return get_validation_recalls(r_list, q_list, self.hparams.recall_k, dataset.ground_truth,
-                                      print_results=False, faiss_gpu=self.hparams.faiss_gpu,
-                                      dataset_name=dataset.name)
+        return get_validation_recalls(descriptors[: dataset.num_references], descriptors[dataset.num_references:],
+                                      self.hparams.recall_k, dataset.ground_truth, print_results=False,
+                                      faiss_gpu=self.hparams.faiss_gpu, dataset_name=dataset.name)

@@ -1,31 +1,48 @@
-"""Every shipped config parses against the current model and data module (no stale or misspelt keys)."""
+"""Every shipped recipe parses against the current model and data module, over the base recipe."""
 from pathlib import Path
 
 import pytest
 import yaml
 
 from main import main
+from utils.recipes import BASE_RECIPE, read_recipe
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml") if p != BASE_RECIPE)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_config_parses_with_the_cli(config, capsys):
+def test_config_parses_with_the_cli_over_the_base_recipe(config, capsys):
     with pytest.raises(SystemExit) as done:
         main(["fit", "--config", str(config), "--print_config"])
     assert done.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    written = yaml.safe_load(config.read_text())
+    merged = read_recipe(config)
     for section in ("model", "data"):
-        for key, value in written[section].items():
-            assert printed[section][key] == value, f"{section}.{key}"
+        for key, value in merged[section].items():
+            shown = printed[section][key]
+            if isinstance(value, dict) and key == "distillation":  # a settings object: its defaults are shown too
+                shown = {k: shown[k] for k in value}
+            assert shown == value, f"{section}.{key}"
+    for key, value in merged.get("trainer", {}).items():
+        assert printed["trainer"][key] == value, f"trainer.{key}"
+
+
+def test_deltas_do_not_repeat_the_base_recipe():
+    base = yaml.safe_load(BASE_RECIPE.read_text())
+    for config in CONFIGS:
+        delta = yaml.safe_load(config.read_text()) or {}
+        repeated = [f"{section}.{key}" for section, values in delta.items() if isinstance(values, dict)
+                    for key, value in values.items() if base.get(section, {}).get(key) == value]
+        assert not repeated, f"{config.name} repeats the base recipe: {repeated}"
 
 
 def test_published_configs_follow_the_paper_recipe():
     for dim, (channels, rows) in {4096: (1024, 4), 512: (256, 2), 128: (64, 2)}.items():
-        cfg = yaml.safe_load((CONFIGS[0].parent / f"mixvpr_resnet50_{dim}.yaml").read_text())
+        cfg = read_recipe(BASE_RECIPE.parent / f"mixvpr_resnet50_{dim}.yaml")
         model, data = cfg["model"], cfg["data"]
+        assert (model["backbone_arch"], model["layers_to_crop"], model["agg_arch"]) == ("resnet50", [4], "MixVPR")
         assert (model["agg_config"]["out_channels"], model["agg_config"]["out_rows"]) == (channels, rows)
         assert (model["lr"], model["warmup_steps"], model["milestones"], model["lr_mult"]) == (0.05, 650, [5, 10, 15, 25, 45], 0.3)
+        assert (model["loss_name"], model["miner_name"]) == ("MultiSimilarityLoss", "MultiSimilarityMiner")
         assert (data["batch_size"], data["img_per_place"], data["image_size"]) == (120, 4, [320, 320])
         assert cfg["trainer"]["precision"] == "16-mixed" and cfg["trainer"]["max_epochs"] == 80

@@ -14,6 +14,7 @@ from dataloaders.eval.pittsburgh import read_db_struct
 from dataloaders.gsv_cities import CityShuffleSampler, GSVCitiesDataset
 from dataloaders.synthetic import SYNTHETIC_CITIES
 from dataloaders.transforms import eval_transform, train_transform
+from utils.errors import DataError
 
 
 def test_gsv_cities_places_are_k_images_with_labels_unique_across_cities(synthetic):
@@ -70,8 +71,10 @@ def test_pittsburgh_sets_follow_the_mat_file(synthetic, name):
     dist = np.linalg.norm(struct["utmQ"].T[:, None] - struct["utmDb"].T[None], axis=-1)
     for q, gt in enumerate(ds.ground_truth):
         assert sorted(gt.tolist()) == np.flatnonzero(dist[q] <= 25).tolist()
-    img, index = ds[len(ds) - 1]
-    assert img.shape == (3, 32, 32) and index == len(ds) - 1
+    img, index, readable = ds[len(ds) - 1]
+    assert img.shape == (3, 32, 32) and index == len(ds) - 1 and readable
+    # the coordinates of every image (for distances in the retrieval pictures): database then queries
+    np.testing.assert_allclose(ds.utm, np.concatenate([struct["utmDb"].T, struct["utmQ"].T]))
 
 
 def test_msls_val_keeps_only_queries_with_positives(synthetic):
@@ -88,6 +91,19 @@ def test_positives_within_radius_is_inclusive_and_nearest_first():
     db = np.array([[0.0, 0.0], [10.0, 0.0], [25.0, 0.0], [26.0, 0.0]])
     gt = positives_within(db, np.array([[0.0, 0.0], [100.0, 0.0]]), 25.0)
     assert gt[0].tolist() == [0, 1, 2] and gt[1].tolist() == []
+    # queries with as many positives each stay one array per query
+    gt = positives_within(db, np.array([[24.0, 0.0], [1.0, 0.0]]), 2.5)
+    assert gt.dtype == object and [g.tolist() for g in gt] == [[2, 3], [0]]
+
+
+def test_positives_within_matches_brute_force_on_random_points():
+    rng = np.random.default_rng(0)
+    db, queries = rng.uniform(0, 300, (500, 2)), rng.uniform(0, 300, (80, 2))
+    gt = positives_within(db, queries, 25.0)
+    distances = np.linalg.norm(queries[:, None] - db[None], axis=-1)
+    for q, positives in enumerate(gt):
+        expected = np.flatnonzero(distances[q] <= 25.0)
+        assert positives.tolist() == expected[np.argsort(distances[q][expected], kind="stable")].tolist()
 
 
 def test_missing_roots_name_the_path_and_the_fix(tmp_path):
@@ -128,7 +144,7 @@ def test_corrupt_image_names_its_path(synthetic, tmp_path):
     ds = build_eval_set("pitts30k_test", {"pitts_root": pitts}, eval_transform((32, 32)))
     with open(ds.images[0], "wb") as f:
         f.write(b"not a jpeg")
-    with pytest.raises(RuntimeError, match=rf"cannot read image {ds.images[0]}"):
+    with pytest.raises(DataError, match=rf"cannot read image {ds.images[0]}"):
         ds[0]
 
 

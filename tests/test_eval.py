@@ -14,9 +14,10 @@ import eval as eval_cli
 from dataloaders.eval import EvalDataset, build_eval_set
 from dataloaders.eval.pittsburgh import read_db_struct
 from main import main as train_main
-from models import VPRModel
-from utils.checkpoint import read_state_dict
-from utils.inference import cache_key
+from models import VPRModel, VPRNet, build_network, load_weights, read_checkpoint
+from models.descriptor_cache import cache_key
+from models.evaluation import drop_images
+from utils.errors import CheckpointError, DataError
 from utils.visualize import BORDER, GREEN, RED, tile_origin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,10 +27,15 @@ ARCH = {"backbone_arch": "resnet18", "layers_to_crop": [4], "agg_arch": "MixVPR"
 
 def run_eval(checkpoints, out_dir, benchmarks, synthetic, *extra) -> dict:
     """eval.py in-process on the CPU, without workers or progress bars; returns its results."""
-    return eval_cli.main(["--checkpoint", *map(str, checkpoints), "--benchmarks", *benchmarks,
-                          "--pitts-root", str(synthetic["pitts"]), "--msls-root", str(synthetic["msls"]),
-                          "--out-dir", str(out_dir), "--num-workers", "0", "--device", "cpu", "--no-progress",
+    return eval_cli.main(["--checkpoint", json.dumps(list(map(str, checkpoints))), "--benchmarks", json.dumps(benchmarks),
+                          "--data.pitts_root", str(synthetic["pitts"]), "--data.msls_root", str(synthetic["msls"]),
+                          "--out_dir", str(out_dir), "--num_workers", "0", "--device", "cpu", "--progress", "false",
                           *map(str, extra)])
+
+
+def results_dir(out_dir: Path) -> Path:
+    """The folder of the newest eval run under ``out_dir``."""
+    return max(out_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
 def make_folder_set(pitts_root: Path, split: str, root: Path) -> Path:
@@ -56,7 +62,7 @@ def trained(synthetic, tmp_path_factory):
         "--data.num_workers", "0", "--model.backbone_arch", "resnet18",
         "--model.agg_config", json.dumps(ARCH["agg_config"]), "--trainer.max_epochs", "1",
         "--trainer.limit_train_batches", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(logs), "--trainer.logger.init_args.save_dir", str(logs)])
+        "--logs_dir", str(logs)])
     ckpt = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("pitts30k_val/")}
     return ckpt, metrics
@@ -66,7 +72,7 @@ def trained(synthetic, tmp_path_factory):
 def bare(trained, tmp_path_factory):
     """The trained weights as a bare state_dict (.pth) and a config giving their architecture."""
     folder = tmp_path_factory.mktemp("bare")
-    state, _ = read_state_dict(trained[0])
+    state, _ = read_checkpoint(trained[0])
     torch.save(state, folder / "weights.pth")
     (folder / "arch.yaml").write_text(yaml.safe_dump({"model": ARCH, "data": {"image_size": [32, 32]}}))
     return folder / "weights.pth", folder / "arch.yaml"
@@ -85,7 +91,12 @@ def test_eval_of_a_trained_checkpoint_reproduces_its_validation_recall(trained, 
     for k in (1, 5, 10):
         assert recall[str(k)] == pytest.approx(metrics[f"pitts30k_val/R{k}"], abs=1e-6)
     for name in ("recalls.csv", "recalls.json", "recalls.md", "recall_curves.png", "recall_pitts30k_val.png"):
-        assert (tmp_path / name).is_file(), name
+        assert (tmp_path / "version_0" / name).is_file(), name
+    # a second evaluation into the same folder keeps the first one's results
+    first = (tmp_path / "version_0" / "recalls.json").read_text()
+    run_eval([ckpt], tmp_path, ["pitts30k_val"], synthetic, "--k", "[1]")
+    assert (tmp_path / "version_0" / "recalls.json").read_text() == first
+    assert json.loads((tmp_path / "version_1" / "recalls.json").read_text())["protocol"]["k"] == [1]
 
 
 def test_bare_state_dict_with_config_matches_its_checkpoint_side_by_side(trained, bare, synthetic, folder_set,
@@ -93,17 +104,18 @@ def test_bare_state_dict_with_config_matches_its_checkpoint_side_by_side(trained
     weights, config = bare
     # msls (.npy) and the generic folder format here; Pittsburgh's .mat in the test above
     results = run_eval([trained[0], weights], tmp_path, ["msls_val", f"folder:{folder_set}"], synthetic,
-                       "--config", config, "--names", "ckpt", "bare")
+                       "--config", config, "--names", "[ckpt, bare]")
     for benchmark in ("msls_val", "synthfolder"):
         assert results["ckpt"]["benchmarks"][benchmark]["recall"] == results["bare"]["benchmarks"][benchmark]["recall"]
-    table = (tmp_path / "recalls.md").read_text().splitlines()
+    out = results_dir(tmp_path)
+    table = (out / "recalls.md").read_text().splitlines()
     assert table[0] == "| Model | Dim | MSLS-val R@1 | R@5 | R@10 | synthfolder R@1 | R@5 | R@10 |"
     assert table[2].split(" | ")[:2] == ["| ckpt", "32"] and table[3].split(" | ")[:2] == ["| bare", "32"]
     assert table[2].split(" | ")[2:] == table[3].split(" | ")[2:]
-    rows = list(csv.DictReader((tmp_path / "recalls.csv").open()))
+    rows = list(csv.DictReader((out / "recalls.csv").open()))
     assert [(r["model"], r["benchmark"]) for r in rows] == [("ckpt", "msls_val"), ("ckpt", "synthfolder"),
                                                             ("bare", "msls_val"), ("bare", "synthfolder")]
-    saved = json.loads((tmp_path / "recalls.json").read_text())
+    saved = json.loads((out / "recalls.json").read_text())
     r1 = saved["models"]["bare"]["benchmarks"]["msls_val"]["recall"]["1"]
     assert rows[2]["R@1"] == f"{100 * r1:.2f}"
 
@@ -122,16 +134,16 @@ def test_folder_positives_follow_the_radius(folder_set, synthetic):
 
 
 class ForwardCounter:
-    """Counts VPRModel.forward calls (monkeypatched in)."""
+    """Counts VPRNet.forward calls (monkeypatched in)."""
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        original = VPRModel.forward
+        original = VPRNet.forward
 
         def counted(model, x):
             self.calls += 1
             return original(model, x)
-        monkeypatch.setattr(VPRModel, "forward", counted)
+        monkeypatch.setattr(VPRNet, "forward", counted)
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +155,16 @@ def gem_weights(tmp_path_factory) -> Path:
     return path
 
 
-GEM_FLAGS = ["--backbone-arch", "resnet18", "--layers-to-crop", "4", "--agg-arch", "GeM"]
+GEM_FLAGS = ["--model.backbone_arch", "resnet18", "--model.layers_to_crop", "[4]", "--model.agg_arch", "GeM",
+             "--model.agg_config", "{}"]
 
 
 def test_cached_descriptors_are_reused_and_invalidated_by_size_or_weights(gem_weights, synthetic, tmp_path,
                                                                           monkeypatch):
     counter = ForwardCounter(monkeypatch)
     run = lambda weights, size: run_eval([weights], tmp_path, ["pitts30k_test"], synthetic, *GEM_FLAGS,
-                                         "--image-size", size, size, "--names", "gem")["gem"]["benchmarks"]["pitts30k_test"]
+                                         "--data.image_size", f"[{size}, {size}]", "--names", "[gem]"
+                                         )["gem"]["benchmarks"]["pitts30k_test"]
     first = run(gem_weights, 32)
     assert counter.calls > 0 and not first["descriptors_cached"]
     counter.calls = 0
@@ -165,19 +179,33 @@ def test_cached_descriptors_are_reused_and_invalidated_by_size_or_weights(gem_we
     torch.save(state, changed)
     assert not run(changed, 32)["descriptors_cached"] and counter.calls > 0
     assert len(list((tmp_path / "descriptors").glob("*.npy"))) == 3
+    # an image replaced in place (same path, new content) is embedded again
+    counter.calls = 0
+    image = build_eval_set("pitts30k_test", {"pitts_root": synthetic["pitts"]}).database_paths[0]
+    original = Path(image).read_bytes()
+    try:
+        Image.open(image).transpose(Image.FLIP_LEFT_RIGHT).save(image, quality=95)
+        assert not run(gem_weights, 32)["descriptors_cached"] and counter.calls > 0
+    finally:
+        Path(image).write_bytes(original)
 
 
-def test_cache_key_depends_on_weights_images_size_and_precision():
-    base = cache_key("w", ["a.jpg", "b.jpg"], (32, 32), "32")
-    assert cache_key("w", ["a.jpg", "b.jpg"], (32, 32), "32-true") == base
-    for other in (cache_key("v", ["a.jpg", "b.jpg"], (32, 32), "32"), cache_key("w", ["b.jpg", "a.jpg"], (32, 32), "32"),
-                  cache_key("w", ["a.jpg", "b.jpg"], (48, 32), "32"), cache_key("w", ["a.jpg", "b.jpg"], (32, 32), "16-mixed")):
+def test_cache_key_depends_on_weights_images_size_and_precision(tmp_path):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(b"a"), b.write_bytes(b"bb")
+    paths = [str(a), str(b)]
+    base = cache_key("w", paths, (32, 32), "32")
+    assert cache_key("w", paths, (32, 32), "32-true") == base
+    for other in (cache_key("v", paths, (32, 32), "32"), cache_key("w", paths[::-1], (32, 32), "32"),
+                  cache_key("w", paths, (48, 32), "32"), cache_key("w", paths, (32, 32), "16-mixed")):
         assert other != base
+    b.write_bytes(b"cc!")  # same path, other content
+    assert cache_key("w", paths, (32, 32), "32") != base
 
 
 def test_retrieval_pictures_frame_known_positives_green(trained, synthetic, tmp_path):
-    run_eval([trained[0]], tmp_path, ["pitts30k_test"], synthetic, "--visualize", 4, "--top-k", 3)
-    folder = tmp_path / "retrievals" / "last" / "pitts30k_test"
+    run_eval([trained[0]], tmp_path, ["pitts30k_test"], synthetic, "--visualize", 4, "--top_k", 3)
+    folder = results_dir(tmp_path) / "retrievals" / "last" / "pitts30k_test"
     rows = list(csv.DictReader((folder / "retrievals.csv").open()))
     dataset = build_eval_set("pitts30k_test", {"pitts_root": synthetic["pitts"]})
     assert len(rows) == dataset.num_queries and len(list(folder.glob("q*.jpg"))) == 4
@@ -196,10 +224,10 @@ def test_retrieval_pictures_frame_known_positives_green(trained, synthetic, tmp_
 
 
 def test_failures_only_records_the_failed_queries(trained, synthetic, tmp_path):
-    run_eval([trained[0]], tmp_path, ["pitts30k_test"], synthetic, "--visualize", -1, "--failures-only")
-    folder = tmp_path / "retrievals" / "last" / "pitts30k_test"
+    run_eval([trained[0]], tmp_path, ["pitts30k_test"], synthetic, "--visualize", -1, "--failures_only", "true")
+    folder = results_dir(tmp_path) / "retrievals" / "last" / "pitts30k_test"
     rows = list(csv.DictReader((folder / "retrievals.csv").open()))
-    r1 = json.loads((tmp_path / "recalls.json").read_text())["models"]["last"]["benchmarks"]["pitts30k_test"]["recall"]["1"]
+    r1 = json.loads((results_dir(tmp_path) / "recalls.json").read_text())["models"]["last"]["benchmarks"]["pitts30k_test"]["recall"]["1"]
     num_queries = build_eval_set("pitts30k_test", {"pitts_root": synthetic["pitts"]}).num_queries
     assert len(rows) == round((1 - r1) * num_queries) and all(r["correct_at_1"] == "0" for r in rows)
     assert len(list(folder.glob("q*.jpg"))) == len(rows)
@@ -207,28 +235,28 @@ def test_failures_only_records_the_failed_queries(trained, synthetic, tmp_path):
 
 def test_checkpoint_that_does_not_fit_lists_keys_and_suggests_the_configuration(bare, synthetic, tmp_path):
     weights, _ = bare
-    wrong = ["--backbone-arch", "resnet18", "--layers-to-crop", "4", "--agg-arch", "MixVPR",
-             "--agg-config", '{"out_channels": 32, "mix_depth": 2, "out_rows": 2}', "--image-size", "32", "32"]
-    with pytest.raises(RuntimeError) as err:
+    wrong = ["--model.backbone_arch", "resnet18", "--model.layers_to_crop", "[4]", "--model.agg_arch", "MixVPR",
+             "--model.agg_config", '{"out_channels": 32, "mix_depth": 2, "out_rows": 2}', "--data.image_size", "[32, 32]"]
+    with pytest.raises(CheckpointError) as err:
         run_eval([weights], tmp_path, ["pitts30k_test"], synthetic, *wrong)
     message = str(err.value)
     assert "missing keys: aggregator.mix.1.mix.0.bias" in message
     assert "aggregator.channel_proj.weight: (16, 256)" in message
-    assert '"out_channels": 16, "mix_depth": 1' in message and "--image-size 32 32" in message
-    with pytest.raises(ValueError, match=r"bare state_dict without hyper-parameters(.|\n)*--backbone-arch resnet18"):
+    assert '"out_channels": 16, "mix_depth": 1' in message and "--model.image_size '[32, 32]'" in message
+    # without settings a bare state_dict is taken for the paper's ResNet50 model: the error names what it fits
+    with pytest.raises(CheckpointError, match=r"does not fit(.|\n)*--model.backbone_arch resnet18"):
         run_eval([weights], tmp_path, ["pitts30k_test"], synthetic)
 
 
 def test_released_4096_weights_with_wrong_out_channels_are_told_the_right_agg_config():
-    from utils.inference import build_model
     with torch.device("meta"):
         release = VPRModel(backbone_arch="resnet50", layers_to_crop=[4], agg_arch="MixVPR", agg_config={
             "in_channels": 1024, "in_h": 20, "in_w": 20, "out_channels": 1024, "mix_depth": 4, "mlp_ratio": 1,
             "out_rows": 4}).state_dict()
-    with pytest.raises(RuntimeError) as err:
-        build_model(release, {}, "resnet50_MixVPR_4096.pth", backbone_arch="resnet50", layers_to_crop=[4],
-                    agg_arch="MixVPR", agg_config={"out_channels": 512, "mix_depth": 4, "out_rows": 4},
-                    image_size=[320, 320])
+        wrong = build_network("resnet50", layers_to_crop=[4], agg_arch="MixVPR", image_size=[320, 320],
+                              agg_config={"out_channels": 512, "mix_depth": 4, "out_rows": 4})
+    with pytest.raises(CheckpointError) as err:
+        load_weights(wrong, release, source="resnet50_MixVPR_4096.pth")
     message = str(err.value)
     assert "shape mismatches" in message and '"out_channels": 1024' in message
     assert "configs/mixvpr_resnet50_4096.yaml" in message
@@ -239,11 +267,13 @@ def test_missing_roots_and_bad_folder_layouts_name_the_path(gem_weights, folder_
     with pytest.raises(FileNotFoundError, match=rf"database folder {missing}/images/test/database not found.*Expected layout"):
         run_eval([gem_weights], tmp_path, [f"folder:{missing}"], synthetic, *GEM_FLAGS)
     with pytest.raises(FileNotFoundError, match=r"Pittsburgh root .*nowhere is not a folder. Expected layout"):
-        eval_cli.main(["--checkpoint", str(gem_weights), *GEM_FLAGS, "--benchmarks", "pitts30k_test",
-                       "--pitts-root", str(missing), "--out-dir", str(tmp_path)])
+        eval_cli.main(["--checkpoint", str(gem_weights), *GEM_FLAGS, "--benchmarks", "[pitts30k_test]",
+                       "--data.pitts_root", str(missing), "--out_dir", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match=r"msls_val_dbImages.npy.*not found in .*nowhere"):
-        eval_cli.main(["--checkpoint", str(gem_weights), *GEM_FLAGS, "--benchmarks", "msls_val",
-                       "--msls-root", str(missing), "--out-dir", str(tmp_path)])
+        eval_cli.main(["--checkpoint", str(gem_weights), *GEM_FLAGS, "--benchmarks", "[msls_val]",
+                       "--data.msls_root", str(missing), "--out_dir", str(tmp_path)])
+    # no results folder is left by a run that could not start
+    assert not list(tmp_path.glob("version_*"))
     bad = tmp_path / "bad"
     shutil.copytree(folder_set, bad)
     first = sorted((bad / "images" / "test" / "queries").iterdir())[0]
@@ -257,21 +287,21 @@ def test_unreadable_image_stops_with_its_path_or_is_skipped_when_asked(gem_weigh
     shutil.copytree(folder_set, broken)
     victim = sorted((broken / "images" / "test" / "database").iterdir())[3]
     victim.write_bytes(b"not a jpeg")
-    args = [*GEM_FLAGS, "--image-size", "32", "32"]
-    with pytest.raises(RuntimeError, match=rf"cannot read image {victim}"):
+    args = [*GEM_FLAGS, "--data.image_size", "[32, 32]", "--names", "[gem]"]
+    with pytest.raises(DataError, match=rf"cannot read image {victim}"):
         run_eval([gem_weights], tmp_path / "stop", [f"folder:{broken}"], synthetic, *args)
     record = run_eval([gem_weights], tmp_path / "skip", [f"folder:{broken}"], synthetic, *args,
-                      "--skip-unreadable")["gem"]["benchmarks"]["broken"]
+                      "--skip_unreadable", "true")["gem"]["benchmarks"]["broken"]
     full = build_eval_set(f"folder:{broken}", {})
     assert record["skipped_database"] == 1 and record["skipped_queries"] == 0
     assert record["num_references"] == full.num_references - 1
-    assert (tmp_path / "skip" / "skipped_broken.txt").read_text() == f"{victim}\n"
+    assert (results_dir(tmp_path / "skip") / "skipped_broken.txt").read_text() == f"{victim}\n"
 
 
 def test_dropping_images_renumbers_the_ground_truth():
     ds = EvalDataset("toy", ["d0", "d1", "d2", "d3"], ["q0", "q1", "q2"],
                      [np.array([0, 1]), np.array([1]), np.array([2, 3])])
     # database image d1 and query q0 are unreadable (dataset indices 1 and 4)
-    kept = eval_cli.drop_images(ds, np.array([1, 4]))
+    kept = drop_images(ds, np.array([1, 4]))
     assert kept.database_paths == ["d0", "d2", "d3"] and kept.query_paths == ["q1", "q2"]
     assert [g.tolist() for g in kept.ground_truth] == [[], [1, 2]]

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from main import VPRModel
+from main import VPRModel, VPRNet, load_weights
+from models import build_network
 from models.aggregators import AGGREGATORS, MixVPR, build_aggregator
 from models.backbones import build_backbone
 
@@ -148,19 +149,53 @@ def test_paper_loss_and_miner_defaults():
     assert VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), miner_name="none").miner is None
 
 
-def test_learning_rate_warms_up_then_steps_down_at_milestones():
-    model = VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), warmup_steps=10,
-                     milestones=[2, 4], lr_mult=0.3)
+def test_image_size_follows_the_map_size_like_the_original_constructor():
+    # the original code built this model for 160 x 160 images (10 x 10 maps at stride 16)
+    model = VPRModel(backbone_arch="resnet18", layers_to_crop=[4], agg_arch="MixVPR",
+                     agg_config={"in_channels": 256, "in_h": 10, "in_w": 10, "out_channels": 8, "out_rows": 2})
+    assert model.image_size == (160, 160) and list(model.hparams.image_size) == [160, 160]
+    assert VPRModel(backbone_arch="resnet18", agg_arch="GeM").image_size == (320, 320)
 
-    class FakeTrainer:
-        current_epoch = 0
-    model._trainer = FakeTrainer()
-    assert model.lr_factor(0) == pytest.approx(0.1) and model.lr_factor(9) == pytest.approx(1.0)
-    FakeTrainer.current_epoch = 2
-    assert model.lr_factor(100) == pytest.approx(0.3)
-    FakeTrainer.current_epoch = 5
-    assert model.lr_factor(100) == pytest.approx(0.09)
+
+def test_original_keywords_are_deprecated_aliases():
+    with pytest.warns(FutureWarning, match="warmpup_steps is deprecated"):
+        model = VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), warmpup_steps=123)
+    assert model.hparams.warmup_steps == 123 and "warmpup_steps" not in model.hparams
+    with pytest.warns(FutureWarning, match="miner_margin is deprecated"):
+        model = VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), miner_margin=0.2)
+    assert model.miner.epsilon == 0.2
+
+
+def test_construction_downloads_nothing_even_with_pretrained(monkeypatch):
+    def offline(*args, **kwargs):
+        raise AssertionError("construction must not download")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    model = VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), pretrained=True)
+    assert model.hparams.pretrained
+
+
+def test_network_is_the_models_modules_with_the_same_keys():
+    model = VPRModel(**SNIPPET)
+    net = model.net
+    assert isinstance(net, VPRNet) and net.backbone is model.backbone and net.aggregator is model.aggregator
+    assert list(net.state_dict()) == list(model.state_dict())
+    model.eval()
+    assert not net.training
+    x = torch.randn(1, 3, 320, 320)
+    torch.testing.assert_close(net(x), model(x))
+
+
+def test_load_weights_takes_the_release_file_and_lightning_prefixes(tmp_path):
+    model = VPRModel(**SNIPPET)
+    torch.save(model.state_dict(), tmp_path / "release.ckpt")
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, tmp_path / "wrapped.pth")
+    for name in ("release.ckpt", "wrapped.pth"):
+        net = load_weights(build_network(**{k: v for k, v in SNIPPET.items()}), tmp_path / name)
+        torch.testing.assert_close(net.state_dict()["aggregator.row_proj.weight"],
+                                   model.state_dict()["aggregator.row_proj.weight"])
 
 
 def test_aggregator_registry_names_are_exact():
     assert set(AGGREGATORS) == {"mixvpr", "gem", "convap", "cosplace", "netvlad"}
+    with pytest.raises(ValueError, match="unknown aggregator 'mix'"):
+        build_aggregator("mix")

@@ -1,5 +1,6 @@
 """The retrieval command and the Python API on one's own images, where the right answer is known."""
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -9,12 +10,15 @@ import torch
 from PIL import Image
 
 import retrieve
-from models import VPRModel
-from utils.inference import embed, load_model, search
+from main import load_model
+from models import VPRModel, VPRNet
+from models.inference import embed, search
+from utils.errors import DataError
 
 ARCH = dict(backbone_arch="resnet18", layers_to_crop=[4], agg_arch="GeM", image_size=[32, 32])
-FLAGS = ["--backbone-arch", "resnet18", "--layers-to-crop", "4", "--agg-arch", "GeM", "--image-size", "32", "32",
-         "--num-workers", "0", "--device", "cpu", "--no-progress"]
+FLAGS = ["--model.backbone_arch", "resnet18", "--model.layers_to_crop", "[4]", "--model.agg_arch", "GeM",
+         "--model.agg_config", "{}", "--data.image_size", "[32, 32]", "--num_workers", "0", "--device", "cpu",
+         "--progress", "false"]
 
 
 @pytest.fixture(scope="module")
@@ -51,23 +55,23 @@ def read_matches(path: Path) -> dict[str, list[str]]:
 def test_retrieve_finds_the_copied_image_first(photos, tmp_path):
     root, answers = photos
     csv_path = retrieve.main(["--checkpoint", str(root / "gem.pth"), "--database", str(root / "db"), "--queries",
-                              str(root / "queries"), "--top-k", "4", "--out-dir", str(tmp_path), "--visualize", "2",
+                              str(root / "queries"), "--top_k", "4", "--out_dir", str(tmp_path), "--visualize", "2",
                               *FLAGS])
     matches = read_matches(csv_path)
     assert set(matches) == set(answers) and all(len(m) == 4 for m in matches.values())
     assert {q: m[0] for q, m in matches.items()} == answers
-    assert sorted(p.name for p in tmp_path.glob("query*.jpg")) == ["query00000.jpg", "query00001.jpg"]
+    assert sorted(p.name for p in csv_path.parent.glob("query*.jpg")) == ["query00000.jpg", "query00001.jpg"]
 
 
 def test_retrieve_reuses_the_database_descriptors_for_new_queries(photos, tmp_path, monkeypatch):
     root, answers = photos
     run = lambda *queries: retrieve.main(["--checkpoint", str(root / "gem.pth"), "--database", str(root / "db"),
-                                          "--queries", *queries, "--out-dir", str(tmp_path), *FLAGS])
+                                          "--queries", json.dumps(list(queries)), "--out_dir", str(tmp_path), *FLAGS])
     first = sorted(answers)
     run(*first)
     images_seen = []
-    original = VPRModel.forward
-    monkeypatch.setattr(VPRModel, "forward", lambda model, x: images_seen.append(len(x)) or original(model, x))
+    original = VPRNet.forward
+    monkeypatch.setattr(VPRNet, "forward", lambda model, x: images_seen.append(len(x)) or original(model, x))
     matches = read_matches(run(first[0]))
     assert sum(images_seen) == 1 and matches[first[0]][0] == answers[first[0]]
 
@@ -77,10 +81,10 @@ def test_unreadable_query_stops_the_run_or_is_skipped_when_asked(photos, tmp_pat
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"")
     args = ["--checkpoint", str(root / "gem.pth"), "--database", str(root / "db"), "--queries",
-            *sorted(answers), str(broken), "--out-dir", str(tmp_path), *FLAGS]
-    with pytest.raises(RuntimeError, match=f"cannot read image {broken}"):
+            json.dumps([*sorted(answers), str(broken)]), "--out_dir", str(tmp_path), *FLAGS]
+    with pytest.raises(DataError, match=f"cannot read image {broken}"):
         retrieve.main(args)
-    matches = read_matches(retrieve.main(args + ["--skip-unreadable"]))
+    matches = read_matches(retrieve.main(args + ["--skip_unreadable", "true"]))
     assert set(matches) == set(answers)
     assert f"queries: skipped 1 unreadable image(s), e.g. {broken}" in capsys.readouterr().out
 

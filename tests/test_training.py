@@ -2,41 +2,140 @@
 import json
 import subprocess
 import sys
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from main import VPRModel, main
+from main import VPRModel, load_weights, main
+from models import read_checkpoint
 from tiny_cli import tiny_cli_args
-from utils.checkpoint import load_weights, read_state_dict
+from utils.errors import CheckpointError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_fit_validates_checkpoints_and_resumes(synthetic, tmp_path, capsys):
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_fit_validates_checkpoints_and_resumes_into_a_new_run_folder(synthetic, tmp_path, capsys):
     cli = main(tiny_cli_args(synthetic, tmp_path, epochs=2))
     printed = capsys.readouterr()
     assert "Recall@K (%) on pitts30k_val before training" in printed.out  # the untrained baseline
     assert "Recall@K (%) on pitts30k_val after epoch 2" in printed.out
     metrics = cli.trainer.callback_metrics
     assert {"pitts30k_val/R1", "pitts30k_val/R5", "pitts30k_val/R10", "msls_val/R1", "loss", "b_acc"} <= set(metrics)
-    ckpt_dir = Path(cli.trainer.checkpoint_callback.dirpath)
+    first = tmp_path / "synthetic_demo" / "version_0"
+    ckpt_dir = first / "checkpoints"
+    assert Path(cli.trainer.checkpoint_callback.dirpath) == ckpt_dir
     ckpts = sorted(p.name for p in ckpt_dir.glob("*.ckpt"))
     assert "last.ckpt" in ckpts and sum(n.startswith("epoch") for n in ckpts) == 2
-    assert not list(ckpt_dir.glob("*.tmp"))
+    assert not [p for p in ckpt_dir.iterdir() if p.name.startswith(".")]
+    assert (first / "metrics.csv").is_file() and list(first.glob("events.out.tfevents.*"))  # CSV and TensorBoard
     # the checkpoint rebuilds the model from its saved hyper-parameters and loads strictly
-    state, hparams = read_state_dict(ckpt_dir / "last.ckpt")
-    model = VPRModel(**hparams)
-    load_weights(model, state)
+    state, hparams = read_checkpoint(ckpt_dir / "last.ckpt")
+    model = load_weights(VPRModel(**hparams), state)
     assert model.descriptor_dim == 32 and tuple(hparams["image_size"]) == (32, 32)
-    # resuming continues at the next epoch, from the saved step count
+
+    # resuming continues at the next epoch, from the saved step count, in a new folder that says where from
+    before = files_of(first)
     resumed = main(tiny_cli_args(synthetic, tmp_path, epochs=3) + ["--ckpt_path", str(ckpt_dir / "last.ckpt")])
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.global_step == 6
-    # in the same run folder, keeping the best checkpoints of the first part
-    assert Path(resumed.trainer.checkpoint_callback.dirpath) == ckpt_dir
-    assert sum(p.name.startswith("epoch") for p in ckpt_dir.glob("*.ckpt")) == 3
+    second = tmp_path / "synthetic_demo" / "version_1"
+    assert Path(resumed.trainer.checkpoint_callback.dirpath) == second / "checkpoints"
+    assert yaml.safe_load((second / "config.yaml").read_text())["ckpt_path"] == str(ckpt_dir / "last.ckpt")
+    assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    # the first run's logs, config and checkpoints are untouched
+    assert files_of(first) == before
+
+
+def test_last_checkpoint_is_the_latest_epoch_when_the_monitored_recall_plateaus(synthetic, tmp_path):
+    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=3) + [
+        "--checkpoint.monitor", "constant", "--checkpoint.save_top_k", "1", "--checkpoint.filename", "best-{epoch}",
+        "--trainer.callbacks", '[{"class_path": "tiny_cli.ConstantMetric"}]'])
+    folder = Path(cli.trainer.checkpoint_callback.dirpath)
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["best-0.ckpt", "last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_learning_rate_warms_up_per_step_then_decays_at_milestone_epochs(synthetic, tmp_path):
+    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=3) + [
+        "--model.lr", "0.3", "--model.warmup_steps", "3", "--model.milestones", "[1]", "--model.lr_mult", "0.5",
+        "--model.backbone_lr_mult", "0.1", "--trainer.callbacks", '[{"class_path": "tiny_cli.LearningRates"}]'])
+    recorder = next(c for c in cli.trainer.callbacks if type(c).__name__ == "LearningRates")
+    # two steps per epoch; warm-up factor (step + 1) / 3; x 0.5 from epoch 1; the backbone at 0.1 x lr
+    expected = [0.1, 0.2, 0.15, 0.15, 0.15, 0.15]
+    assert [round(lr, 6) for _, lr in recorder.seen] == expected
+    assert [round(lr, 6) for lr, _ in recorder.seen] == [round(0.1 * e, 6) for e in expected]
+
+
+def test_failed_starts_leave_no_run_folder(synthetic, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="GSV-Cities not found"):
+        main(tiny_cli_args(synthetic, tmp_path) + ["--data.gsv_root", str(tmp_path / "missing")])
+    assert not (tmp_path / "synthetic_demo").exists() or not list((tmp_path / "synthetic_demo").iterdir())
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError, match="cannot load ImageNet weights"):
+        main(tiny_cli_args(synthetic, tmp_path) + ["--model.pretrained", "true"])
+    assert not list((tmp_path / "synthetic_demo").glob("version_*"))
+
+
+@pytest.fixture(scope="module")
+def two_epochs(synthetic, tmp_path_factory) -> Path:
+    """last.ckpt of a tiny two-epoch run."""
+    logs = tmp_path_factory.mktemp("two_epochs")
+    cli = main(tiny_cli_args(synthetic, logs, epochs=2))
+    return Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+
+
+def test_resume_refuses_settings_that_conflict_with_the_checkpoint(synthetic, tmp_path, two_epochs):
+    args = tiny_cli_args(synthetic, tmp_path, epochs=3) + ["--ckpt_path", str(two_epochs)]
+    with pytest.raises(ConfigError, match=r"agg_arch='GeM' given, the checkpoint has 'MixVPR'"):
+        main(args + ["--model.agg_arch", "GeM", "--model.agg_config", "{}"])
+    with pytest.raises(ConfigError, match=r"lr=0.5 given, the checkpoint has 0.001(.|\n)*--model.init_from"):
+        main(args + ["--model.lr", "0.5"])
+    with pytest.raises(ConfigError, match=r"image_size"):
+        main(args + ["--data.image_size", "[48, 48]"])
+    assert not (tmp_path / "synthetic_demo").exists() or not list((tmp_path / "synthetic_demo").glob("version_*"))
+
+
+def test_validate_with_a_bare_state_dict_says_how_to_use_it(synthetic, tmp_path, two_epochs):
+    bare = tmp_path / "weights.pth"
+    torch.save(read_checkpoint(two_epochs)[0], bare)
+    with pytest.raises(CheckpointError, match=r"bare state_dict(.|\n)*--model.init_from"):
+        main(["validate", *tiny_cli_args(synthetic, tmp_path), "--ckpt_path", str(bare)])
+
+
+def test_init_from_starts_a_new_run_from_weights_with_new_settings(synthetic, tmp_path, two_epochs):
+    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=1) + [
+        "--model.init_from", str(two_epochs), "--model.lr", "0.0005", "--trainer.limit_train_batches", "0"])
+    state, _ = read_checkpoint(two_epochs)
+    # no step was trained: the weights are the checkpoint's, the settings the new ones
+    torch.testing.assert_close(cli.model.state_dict()["aggregator.row_proj.weight"], state["aggregator.row_proj.weight"])
+    assert cli.model.hparams.lr == 0.0005 and cli.trainer.global_step == 0
+
+
+def test_validate_and_test_write_their_own_run_folders(synthetic, tmp_path, two_epochs, capsys):
+    run = two_epochs.parent.parent
+    before = files_of(run)
+    main(["validate", *tiny_cli_args(synthetic, tmp_path), "--ckpt_path", str(two_epochs)])
+    main(["test", *tiny_cli_args(synthetic, tmp_path), "--ckpt_path", str(two_epochs),
+          "--data.test_sets", "[pitts30k_test, msls_val]"])
+    printed = capsys.readouterr().out
+    assert "Recall@K (%) on pitts30k_test" in printed and "Recall@K (%) on msls_val" in printed
+    assert files_of(run) == before
+    folders = sorted(p.name for p in (tmp_path / "synthetic_demo").glob("version_*"))
+    assert folders == ["version_0", "version_1"]
+    for folder in folders:
+        assert (tmp_path / "synthetic_demo" / folder / "metrics.csv").is_file()
 
 
 def test_training_lowers_the_loss(synthetic):
@@ -57,13 +156,6 @@ def test_training_lowers_the_loss(synthetic):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-
-
-def test_missing_data_root_fails_at_setup_before_training(tmp_path):
-    with pytest.raises(FileNotFoundError, match="GSV-Cities not found"):
-        main(["--config", str(REPO / "configs" / "synthetic_demo.yaml"), "--data.synthetic", "false",
-              "--data.gsv_root", str(tmp_path / "missing"), "--trainer.default_root_dir", str(tmp_path),
-              "--trainer.logger.init_args.save_dir", str(tmp_path)])
 
 
 def test_ddp_recall_equals_single_process(synthetic, tmp_path):

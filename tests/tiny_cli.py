@@ -1,6 +1,8 @@
 """Command-line arguments that train a tiny model on the tiny synthetic data in seconds (shared by tests)."""
 from pathlib import Path
 
+from lightning.pytorch import Callback
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,7 +22,23 @@ def tiny_cli_args(synthetic: dict, logs: Path, epochs: int = 1, name: str = "syn
         "--trainer.max_epochs", str(epochs),
         "--trainer.limit_train_batches", "2",
         "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(logs),
-        "--trainer.logger.init_args.save_dir", str(logs),
-        "--trainer.logger.init_args.name", name,
+        "--logs_dir", str(logs),
+        "--name", name,
     ]
+
+
+class ConstantMetric(Callback):
+    """Logs ``constant`` = 1.0 after every validation: a monitored value that never improves."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("constant", 1.0)
+
+
+class LearningRates(Callback):
+    """Records the learning rate of each parameter group at every training step."""
+
+    def __init__(self):
+        self.seen: list[list[float]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append([group["lr"] for group in trainer.optimizers[0].param_groups])

@@ -3,6 +3,8 @@ import inspect
 
 from pytorch_metric_learning import distances, losses, miners
 
+from .errors import ConfigError
+
 
 def _classes(module, base) -> dict:
     return {n: c for n, c in vars(module).items() if inspect.isclass(c) and issubclass(c, base) and c is not base
@@ -25,8 +27,8 @@ PAPER_DEFAULTS = {
 def get_loss(loss_name: str, **config):
     """The pytorch-metric-learning loss named exactly ``loss_name``; ``config`` overrides its defaults."""
     if loss_name not in LOSSES:
-        raise ValueError(f"unknown loss {loss_name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[loss_name](**{**PAPER_DEFAULTS.get(loss_name, dict)(), **config})
+        raise ConfigError(f"unknown loss {loss_name!r}; choose one of {sorted(LOSSES)}")
+    return _build(LOSSES[loss_name], loss_name, {**PAPER_DEFAULTS.get(loss_name, dict)(), **config})
 
 
 def get_miner(miner_name, **config):
@@ -34,5 +36,18 @@ def get_miner(miner_name, **config):
     if miner_name is None or str(miner_name).lower() == "none":
         return None
     if miner_name not in MINERS:
-        raise ValueError(f"unknown miner {miner_name!r}; choose one of {sorted(MINERS) + ['none']}")
-    return MINERS[miner_name](**{**PAPER_DEFAULTS.get(miner_name, dict)(), **config})
+        raise ConfigError(f"unknown miner {miner_name!r}; choose one of {sorted(MINERS) + ['none']}")
+    return _build(MINERS[miner_name], miner_name, {**PAPER_DEFAULTS.get(miner_name, dict)(), **config})
+
+
+def _build(cls, name: str, config: dict):
+    """``cls(**config)``, with an error naming the settings ``cls`` takes when one is unknown."""
+    accepted = set(inspect.signature(cls).parameters) - {"self", "args", "kwargs"}
+    # pytorch-metric-learning classes pass **kwargs on to their bases: collect what those take too
+    for base in cls.__mro__[1:]:
+        if base.__module__.startswith("pytorch_metric_learning"):
+            accepted |= set(inspect.signature(base.__init__).parameters) - {"self", "args", "kwargs"}
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise ConfigError(f"{name} does not take {unknown}; its settings are {sorted(accepted)}")
+    return cls(**config)

@@ -1,7 +1,6 @@
 """Recall@K of place recognition: exact nearest neighbours with faiss, hits counted without a loop."""
 from typing import Sequence
 
-import faiss
 import numpy as np
 
 DEFAULT_K = (1, 5, 10, 15, 20, 50, 100)
@@ -15,6 +14,8 @@ def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bo
     faiss has GPU support, and says so when it does not. ``return_distances``: return
     ``(squared L2 distances, indices)``, both (num_queries, k).
     """
+    import faiss  # here, not at import time: recall tables and hit counting do not need it
+
     r_list = np.ascontiguousarray(r_list, dtype=np.float32)
     q_list = np.ascontiguousarray(q_list, dtype=np.float32)
     index = faiss.IndexFlatL2(r_list.shape[1])

@@ -39,7 +39,7 @@ def retrieval_figure(query_path: str | Path, predicted_paths: Sequence[str | Pat
                      query_caption: str = "query", tile: Sequence[int] = TILE) -> Image.Image:
     """One row: the query, then its predictions in rank order, each in a frame (green: a positive,
     red: not, grey: ``correct`` None) with a two-line caption (``captions[j]``, then the file name)."""
-    from dataloaders.image_io import load_image
+    from .images import load_image
 
     width, height = tile
     cell_w, cell_h = width + 2 * BORDER, height + 2 * BORDER
@@ -71,15 +71,27 @@ def stack_vertically(images: Sequence[Image.Image], gap: int = GAP) -> Image.Ima
     return canvas
 
 
+def _metres(dataset, query: int, reference: int) -> str:
+    """' 12 m' (distance from query ``query`` to database image ``reference``) when the set has coordinates."""
+    utm = getattr(dataset, "utm", None)
+    if utm is None:
+        return ""
+    d = float(np.linalg.norm(utm[reference] - utm[dataset.num_references + query]))
+    return f" {d:.0f} m"
+
+
 def save_retrievals(dataset, predictions: np.ndarray, distances: np.ndarray, out_dir: str | Path,
-                    num_pictures: int = 10, failures_only: bool = False) -> tuple[Path, list[Path]]:
+                    num_pictures: int = 10, failures_only: bool = False,
+                    descriptors: Optional[np.ndarray] = None) -> tuple[Path, list[Path]]:
     """Pictures and a CSV record of an evaluation set's retrievals.
 
     ``predictions``/``distances`` (num_queries, K): database indices and squared L2 distances, nearest
     first. Queries kept: all, or with ``failures_only`` those whose first prediction is not a positive.
     ``retrievals.csv`` lists every kept query (path, predicted paths, which are positives, distances,
-    positive paths); the first ``num_pictures`` of them (-1: all) get ``q<index>.jpg``. Returns
-    (csv path, picture paths).
+    positive paths); the first ``num_pictures`` of them (-1: all) get ``q<index>.jpg``: the query, its
+    top-K (captions: rank, cosine similarity, and the distance in metres where the set records
+    coordinates), and for a failure the nearest true positive, with its rank and similarity when the
+    ``descriptors`` (database then queries) are given. Returns (csv path, picture paths).
     """
     from .recall import hit_matrix
 
@@ -101,10 +113,24 @@ def save_retrievals(dataset, predictions: np.ndarray, distances: np.ndarray, out
     pictures = []
     for i in shown:
         valid = predictions[i] >= 0
-        captions = [f"#{r + 1} {'positive' if h else 'wrong'} d={d:.2f}"
-                    for r, (h, d) in enumerate(zip(hits[i][valid], distances[i][valid]))]
-        figure = retrieval_figure(queries[i], [db[j] for j in predictions[i][valid]], hits[i][valid].tolist(),
-                                  captions, query_caption=f"query {i} ({len(dataset.ground_truth[i])} pos.)")
+        paths = [db[j] for j in predictions[i][valid]]
+        correct = hits[i][valid].tolist()
+        captions = [f"#{r + 1} sim {1 - d / 2:.3f}{_metres(dataset, i, j)}"
+                    for r, (j, d) in enumerate(zip(predictions[i][valid], distances[i][valid]))]
+        positives = dataset.ground_truth[i]
+        if not hits[i, 0] and len(positives):
+            # the nearest true positive (ground truth is ordered nearest first): what the model should have found
+            p = int(positives[0])
+            caption = "true positive"
+            if descriptors is not None:
+                similarity = descriptors[: dataset.num_references] @ descriptors[dataset.num_references + i]
+                rank = int((similarity > similarity[p]).sum()) + 1
+                caption = f"true pos. #{rank} sim {similarity[p]:.3f}"
+            paths.append(db[p])
+            correct.append(True)
+            captions.append(caption + _metres(dataset, i, p))
+        figure = retrieval_figure(queries[i], paths, correct, captions,
+                                  query_caption=f"query {i} ({len(positives)} pos.)")
         pictures.append(out_dir / f"q{i:05d}.jpg")
         figure.save(pictures[-1], quality=92)
     return csv_path, pictures

@@ -3,38 +3,36 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
-from torch.utils.data import Dataset
+from scipy.spatial import cKDTree
 
-from ..image_io import load_image
+from utils.errors import DataError
+
+from ..image_list import ImageList
 
 
-class EvalDataset(Dataset):
+class EvalDataset(ImageList):
     """Database images then query images, never shuffled.
 
-    ``ground_truth[i]`` holds the database indices that are positives of query i;
-    items are ``(image, index)`` so descriptors can be put back in order after distribution.
+    ``ground_truth[i]`` holds the database indices that are positives of query i; items are
+    ``(image, index, readable)`` (see ``ImageList``) so descriptors can be put back in order after
+    distribution. ``utm``: (east, north) metres of every image (database then queries) where the set
+    records them (Pittsburgh, folder sets), else None; pictures show distances with it.
     """
 
     def __init__(self, name: str, db_paths: Sequence[Path], q_paths: Sequence[Path],
-                 ground_truth: Sequence[np.ndarray], transform: Optional[Callable] = None):
+                 ground_truth: Sequence[np.ndarray], transform: Optional[Callable] = None,
+                 skip_unreadable: bool = False, image_size: Optional[Sequence[int]] = None,
+                 utm: Optional[np.ndarray] = None):
         if len(ground_truth) != len(q_paths):
-            raise ValueError(f"{name}: {len(q_paths)} queries but ground truth for {len(ground_truth)}")
+            raise DataError(f"{name}: {len(q_paths)} queries but ground truth for {len(ground_truth)}")
+        if utm is not None and len(utm) != len(db_paths) + len(q_paths):
+            raise DataError(f"{name}: {len(utm)} coordinates for {len(db_paths) + len(q_paths)} images")
+        self.utm = None if utm is None else np.asarray(utm, dtype=np.float64)
+        super().__init__([*db_paths, *q_paths], transform, skip_unreadable, image_size)
         self.name = name
-        self.images = [*map(str, db_paths), *map(str, q_paths)]
         self.num_references = len(db_paths)
         self.num_queries = len(q_paths)
         self.ground_truth = list(ground_truth)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        img = load_image(self.images[index])
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, index
 
     @property
     def database_paths(self) -> list[str]:
@@ -48,9 +46,17 @@ class EvalDataset(Dataset):
 
 
 def positives_within(db_xy: np.ndarray, q_xy: np.ndarray, radius: float) -> np.ndarray:
-    """Object array: for each query (M, 2) the database indices (of (N, 2)) within ``radius`` metres, nearest first."""
-    knn = NearestNeighbors(n_jobs=-1).fit(db_xy)
-    _, idx = knn.radius_neighbors(q_xy, radius=radius, sort_results=True)
-    out = np.empty(len(idx), dtype=object)
-    out[:] = [np.asarray(i, dtype=np.int64) for i in idx]
+    """Object array: for each query (M, 2) the database indices (of (N, 2)) within ``radius`` metres
+    (inclusive), nearest first (ties by index)."""
+    db_xy, q_xy = np.asarray(db_xy, dtype=np.float64), np.asarray(q_xy, dtype=np.float64)
+    found = cKDTree(db_xy).query_ball_point(q_xy, r=radius)
+    counts = np.fromiter(map(len, found), dtype=np.int64, count=len(found))
+    flat = np.fromiter((i for row in found for i in row), dtype=np.int64, count=int(counts.sum()))
+    query = np.repeat(np.arange(len(found)), counts)
+    distance = np.linalg.norm(db_xy[flat] - q_xy[query], axis=1)
+    order = np.lexsort((flat, distance, query))
+    out = np.empty(len(found), dtype=object)
+    # element by element: a list of equal-length arrays would be broadcast as one 2-D array
+    for i, positives in enumerate(np.split(flat[order], np.cumsum(counts)[:-1]) if len(found) else []):
+        out[i] = positives
     return out

@@ -60,4 +60,5 @@ class FolderDataset(EvalDataset):
         q_utm = utm_from_names(q_paths, name)
         self.root = root
         self.pos_radius = float(pos_radius)
-        super().__init__(name, db_paths, q_paths, positives_within(db_utm, q_utm, pos_radius), transform)
+        super().__init__(name, db_paths, q_paths, positives_within(db_utm, q_utm, pos_radius), transform,
+                         utm=np.concatenate([db_utm, q_utm]))

@@ -61,4 +61,5 @@ class PittsburghDataset(EvalDataset):
         db_paths = [root / p for p in db["db_images"]]
         q_paths = [root / "queries_real" / p for p in db["q_images"]]
         check_files_exist(db_paths + q_paths, name, LAYOUT)
-        super().__init__(name, db_paths, q_paths, positives_within(db["utm_db"], db["utm_q"], radius), transform)
+        super().__init__(name, db_paths, q_paths, positives_within(db["utm_db"], db["utm_q"], radius), transform,
+                         utm=np.concatenate([db["utm_db"], db["utm_q"]]))

@@ -8,8 +8,10 @@ from torch import nn
 def load_imagenet_weights(model: nn.Module, weights, arch: str) -> None:
     """Load torchvision ``weights`` (a ``WeightsEnum`` member) into ``model`` in place.
 
-    torchvision caches the file under ``$TORCH_HOME/hub/checkpoints``; when it is not there and the
-    download fails we say where to put it, or how to train without it.
+    ``model`` may be cropped (stages, pooling or classifier removed): the file's entries for the parts it
+    lacks are ignored, and every entry it has must be in the file. torchvision caches the file under
+    ``$TORCH_HOME/hub/checkpoints``; when it is not there and the download fails we say where to put it,
+    or how to train without it.
     """
     url = weights.url
     cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
@@ -22,4 +24,8 @@ def load_imagenet_weights(model: nn.Module, weights, arch: str) -> None:
             f"pretrained=False (command line: --model.pretrained false), or download that file on a "
             f"machine that is online and copy it to {cache} (the folder is $TORCH_HOME/hub/checkpoints)."
         ) from err
-    model.load_state_dict(state)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise RuntimeError(f"ImageNet weights of {arch} lack {missing[:5]}: the model is not torchvision's {arch}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own})

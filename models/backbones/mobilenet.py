@@ -56,9 +56,8 @@ class StagedFeatures(nn.Module):
         super().__init__()
         constructor, weights, ends, channels = spec
         kept = kept_stages(layers_to_crop, layers_to_freeze)
+        self.model_name, self.imagenet_weights = model_name, weights
         self.model = constructor(weights=None)
-        if pretrained:
-            load_imagenet_weights(self.model, weights, model_name)
         # the classifier head is not part of a VPR trunk (MobileNetV2 pools functionally, has no avgpool)
         self.model.classifier = None
         if hasattr(self.model, "avgpool"):
@@ -70,6 +69,12 @@ class StagedFeatures(nn.Module):
         if layers_to_freeze >= 0:
             frozen_end = ends[min(layers_to_freeze, kept[-1])]
             self.model.features[:frozen_end].requires_grad_(False)
+        if pretrained:
+            self.load_pretrained()
+
+    def load_pretrained(self) -> None:
+        """Load torchvision's ImageNet weights into the kept blocks (downloaded once, then cached)."""
+        load_imagenet_weights(self.model, self.imagenet_weights, self.model_name)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) image -> (B, out_channels, H / stride, W / stride) feature map (sizes rounded up)."""

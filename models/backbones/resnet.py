@@ -28,6 +28,7 @@ class ResNet(nn.Module):
 
     layers_to_crop: stages removed from the end, e.g. ``[4]`` (stride 16) or ``[3, 4]`` (stride 8).
     layers_to_freeze: ``k`` freezes conv1/bn1 and layer1..layer k; ``-1`` freezes nothing.
+    pretrained: load torchvision's ImageNet weights now (else later with ``load_pretrained``).
     """
 
     def __init__(self, model_name: str = "resnet50", pretrained: bool = True, layers_to_freeze: int = 2,
@@ -35,9 +36,8 @@ class ResNet(nn.Module):
         super().__init__()
         constructor, weights, channels = RESNETS[model_name]
         kept = kept_stages(layers_to_crop, layers_to_freeze)
+        self.model_name, self.imagenet_weights = model_name, weights
         self.model = constructor(weights=None)
-        if pretrained:
-            load_imagenet_weights(self.model, weights, model_name)
         self.model.avgpool = None
         self.model.fc = None
         for i in range(kept[-1] + 1, 5):
@@ -51,6 +51,12 @@ class ResNet(nn.Module):
         for i in kept:
             if i <= layers_to_freeze:
                 getattr(self.model, f"layer{i}").requires_grad_(False)
+        if pretrained:
+            self.load_pretrained()
+
+    def load_pretrained(self) -> None:
+        """Load torchvision's ImageNet weights into the kept layers (downloaded once, then cached)."""
+        load_imagenet_weights(self.model, self.imagenet_weights, self.model_name)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) image -> (B, out_channels, H / stride, W / stride) feature map."""

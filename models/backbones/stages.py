@@ -1,6 +1,8 @@
 """The shared meaning of ``layers_to_crop`` and ``layers_to_freeze`` over a trunk of four stages."""
 from typing import Sequence
 
+from utils.errors import ConfigError
+
 
 def kept_stages(layers_to_crop: Sequence[int], layers_to_freeze: int) -> list[int]:
     """Stages 1..4 left after cropping; raises naming what is allowed when either setting is invalid.
@@ -10,11 +12,11 @@ def kept_stages(layers_to_crop: Sequence[int], layers_to_freeze: int) -> list[in
     """
     crop = sorted(set(layers_to_crop))
     if crop and crop != list(range(crop[0], 5)):
-        raise ValueError(f"layers_to_crop={list(layers_to_crop)}: only trailing stages can be cropped, "
+        raise ConfigError(f"layers_to_crop={list(layers_to_crop)}: only trailing stages can be cropped, "
                          f"e.g. [4] or [3, 4]")
     if crop and crop[0] < 2:
-        raise ValueError(f"layers_to_crop={list(layers_to_crop)}: keep at least stage 1 (crop [2, 3, 4] at most)")
+        raise ConfigError(f"layers_to_crop={list(layers_to_crop)}: keep at least stage 1 (crop [2, 3, 4] at most)")
     if not -1 <= layers_to_freeze <= 4:
-        raise ValueError(f"layers_to_freeze={layers_to_freeze}: use -1 (train all), 0 (freeze the stem) "
+        raise ConfigError(f"layers_to_freeze={layers_to_freeze}: use -1 (train all), 0 (freeze the stem) "
                          f"or 1..4 (freeze the stem and stages 1..k)")
     return [i for i in range(1, 5) if i not in crop]

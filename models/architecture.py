@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import yaml
 
-from .checkpoint import PREFIXES
+from utils.errors import UserError
+from utils.recipes import BASE_RECIPE, CONFIG_DIR, read_recipe
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from .backbones import BACKBONES, build_backbone
+
+# wrapper prefixes that DataParallel, DDP or an outer module put before every key
+PREFIXES = ("model.", "module.")
 CROPS = ((), (4,), (3, 4))
 
 
@@ -33,8 +36,6 @@ def _strip(state_dict: dict) -> dict:
 @lru_cache(maxsize=None)
 def _backbone_shapes(name: str, crop: tuple[int, ...]) -> tuple[dict, int, int]:
     """({key: shape} of the backbone's state_dict, out_channels, stride), built on the meta device."""
-    from models.backbones import build_backbone
-
     with torch.device("meta"):
         backbone = build_backbone(name, pretrained=False, layers_to_freeze=-1, layers_to_crop=list(crop))
     return {k: tuple(v.shape) for k, v in backbone.state_dict().items()}, backbone.out_channels, backbone.stride
@@ -43,8 +44,6 @@ def _backbone_shapes(name: str, crop: tuple[int, ...]) -> tuple[dict, int, int]:
 def infer_backbone(state_dict: dict) -> Optional[tuple[str, list[int], int, int]]:
     """(backbone_arch, layers_to_crop, out_channels, stride) whose keys and shapes equal the
     ``backbone.`` entries of ``state_dict``, or None when no registered backbone fits."""
-    from models.backbones import BACKBONES
-
     shapes = {k[len("backbone."):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith("backbone.")}
     if not shapes:
         return None
@@ -55,7 +54,7 @@ def infer_backbone(state_dict: dict) -> Optional[tuple[str, list[int], int, int]
         for crop in CROPS:
             try:
                 expected, channels, stride = _backbone_shapes(name, crop)
-            except ValueError:
+            except (ValueError, TypeError):
                 continue
             if expected == shapes:
                 return name, list(crop), channels, stride
@@ -117,9 +116,11 @@ def matching_configs(arch: dict, config_dir: Path = CONFIG_DIR) -> list[Path]:
     """The YAML configs under ``config_dir`` whose ``model:`` section agrees with ``arch`` (as inferred)."""
     found = []
     for path in sorted(config_dir.glob("*.yaml")):
+        if path.resolve() == BASE_RECIPE.resolve():
+            continue
         try:
-            config = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
+            config = read_recipe(path)
+        except UserError:
             continue
         model = config.get("model") or {}
         image_size = (config.get("data") or {}).get("image_size")
@@ -140,13 +141,13 @@ def describe_architecture(arch: dict, config_dir: Path = CONFIG_DIR) -> str:
         return "The weights match no registered backbone or aggregator."
     flags = []
     if "backbone_arch" in arch:
-        flags += ["--backbone-arch", arch["backbone_arch"]]
+        flags += ["--model.backbone_arch", arch["backbone_arch"]]
     if "layers_to_crop" in arch:
-        flags += ["--layers-to-crop", *map(str, arch["layers_to_crop"])] if arch["layers_to_crop"] else []
+        flags += ["--model.layers_to_crop", f"'{json.dumps(arch['layers_to_crop'])}'"]
     if "agg_arch" in arch:
-        flags += ["--agg-arch", arch["agg_arch"], "--agg-config", f"'{json.dumps(arch['agg_config'])}'"]
+        flags += ["--model.agg_arch", arch["agg_arch"], "--model.agg_config", f"'{json.dumps(arch['agg_config'])}'"]
     if "image_size" in arch:
-        flags += ["--image-size", *map(str, arch["image_size"])]
+        flags += ["--model.image_size", f"'{json.dumps(arch['image_size'])}'"]
     lines = ["The weights' keys and shapes fit this architecture:", "  " + " ".join(flags)]
     model = {k: arch[k] for k in ("backbone_arch", "layers_to_crop", "agg_arch", "agg_config") if k in arch}
     lines.append("  or in a config: " + json.dumps({"model": model}))

@@ -1,0 +1,173 @@
+"""Evaluating checkpoints on benchmarks outside training: the library behind eval.py, retrieve.py and the figures.
+
+The recall is the one of validation (the same EvalDataset classes, the evaluation transform, faiss exact
+search in ``utils.recall``); descriptors go through the cache of ``models.descriptor_cache``.
+"""
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from dataloaders.eval import EvalDataset
+from utils.errors import ConfigError
+from utils.files import atomic_write_text
+from utils.recall import format_recall_table, get_validation_recalls, search_nearest
+from utils.visualize import plot_recall_curves, save_retrievals
+
+from .descriptor_cache import weights_fingerprint
+from .inference import cached_embed_paths
+from .loading import architecture_of, load_weights, read_checkpoint
+from .network import VPRNet, build_network
+
+TITLES = {"pitts30k_val": "Pitts30k-val", "pitts30k_test": "Pitts30k-test", "pitts250k_val": "Pitts250k-val",
+          "pitts250k_test": "Pitts250k-test", "msls_val": "MSLS-val"}
+TABLE_K = (1, 5, 10)
+
+
+def benchmark_title(name: str, synthetic: bool = False) -> str:
+    """The title of a benchmark in tables and plots; synthetic stand-ins say so."""
+    title = TITLES.get(name, name)
+    return f"{title} (synthetic)" if synthetic else title
+
+
+def load_for_evaluation(path: str | Path, architecture: dict) -> tuple[VPRNet, str, bool]:
+    """(network in eval mode on the CPU, weights fingerprint, whether the file carried its own settings).
+
+    A checkpoint with saved hyper-parameters (ours) builds its own architecture; ``architecture``
+    (model settings from a recipe or the command line) applies to bare state_dicts (the releases).
+    """
+    state_dict, hyper_parameters = read_checkpoint(path)
+    arch = architecture_of(hyper_parameters) if hyper_parameters else architecture_of({}, **architecture)
+    net = build_network(**arch)
+    load_weights(net, state_dict, source=str(path))
+    net.eval()
+    return net, weights_fingerprint(net), bool(hyper_parameters)
+
+
+def model_labels(paths: Sequence[str | Path], names: Optional[Sequence[str]] = None) -> list[str]:
+    """Short unique names: ``names`` when given, else the file stem, with parent folders prepended
+    (``checkpoints`` skipped) until the names differ."""
+    paths = [Path(p) for p in paths]
+    if names:
+        if len(names) != len(paths) or len(set(names)) != len(names):
+            raise ConfigError(f"--names needs {len(paths)} distinct names, one per checkpoint; got {list(names)}")
+        return list(names)
+    parts = [[p.stem] + [q for q in reversed(p.resolve().parent.parts) if q not in ("checkpoints", "/")]
+             for p in paths]
+    for depth in range(1, max(len(x) for x in parts) + 1):
+        labels = ["/".join(reversed(x[:depth])) for x in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{label}#{i}" for i, label in enumerate(labels)]
+
+
+def drop_images(dataset: EvalDataset, indices: np.ndarray) -> EvalDataset:
+    """``dataset`` without the images at ``indices`` (database first, then queries): ground-truth
+    indices are renumbered; a query keeps its remaining positives (none left: it counts as a miss)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    keep = np.ones(len(dataset), dtype=bool)
+    keep[indices] = False
+    keep_db, keep_q = keep[: dataset.num_references], keep[dataset.num_references:]
+    renumber = np.cumsum(keep_db) - 1
+    gt = [renumber[p[keep_db[p]]] for p, kept in zip(dataset.ground_truth, keep_q) if kept]
+    db = [p for p, k in zip(dataset.database_paths, keep_db) if k]
+    queries = [p for p, k in zip(dataset.query_paths, keep_q) if k]
+    utm = dataset.utm[keep] if dataset.utm is not None else None
+    return EvalDataset(dataset.name, db, queries, gt, dataset.transform, utm=utm)
+
+
+def evaluate_benchmark(net: VPRNet, fingerprint: str, dataset: EvalDataset, label: str, settings: dict,
+                       out_dir: Path, cache_dir: Optional[Path]) -> dict:
+    """Embed ``dataset`` (through the cache), compute recall@K as validation does, optionally save
+    retrieval pictures; returns the record written to recalls.json.
+
+    ``settings``: image_size, precision, skip_unreadable, batch_size, device, num_workers, progress,
+    k (recall@K values), faiss_gpu, visualize (pictures per benchmark), failures_only, top_k.
+    """
+    start = time.perf_counter()
+    descriptors, unreadable, reused = cached_embed_paths(
+        net, dataset.images, cache_dir, f"{dataset.name}-{label}", fingerprint, settings["image_size"],
+        settings["precision"], settings["skip_unreadable"], batch_size=settings["batch_size"],
+        device=settings["device"], num_workers=settings["num_workers"], progress=settings["progress"])
+    embedded = time.perf_counter()
+    record = {"num_references": dataset.num_references, "num_queries": dataset.num_queries,
+              "skipped_database": 0, "skipped_queries": 0, "descriptors_cached": reused}
+    if len(unreadable):
+        skipped_db = int((unreadable < dataset.num_references).sum())
+        record.update(skipped_database=skipped_db, skipped_queries=len(unreadable) - skipped_db)
+        listing = out_dir / f"skipped_{dataset.name}.txt"
+        atomic_write_text(listing, "".join(dataset.images[i] + "\n" for i in unreadable))
+        print(f"{dataset.name}: skipped {len(unreadable)} unreadable image(s) ({skipped_db} database, "
+              f"{len(unreadable) - skipped_db} queries), listed in {listing}")
+        dataset = drop_images(dataset, unreadable)
+        descriptors = np.delete(descriptors, unreadable, axis=0)
+        record.update(num_references=dataset.num_references, num_queries=dataset.num_queries)
+    recalls = get_validation_recalls(descriptors[: dataset.num_references], descriptors[dataset.num_references:],
+                                     settings["k"], dataset.ground_truth, print_results=False,
+                                     faiss_gpu=settings["faiss_gpu"], dataset_name=dataset.name)
+    record["recall"] = {str(k): v for k, v in recalls.items()}
+    record["seconds_embedding"] = round(embedded - start, 2)
+    record["seconds_recall"] = round(time.perf_counter() - embedded, 2)
+    print("\n" + format_recall_table(recalls, f"{dataset.name} ({label})") + "\n")
+    if settings["visualize"]:
+        r_list, q_list = descriptors[: dataset.num_references], descriptors[dataset.num_references:]
+        k = min(settings["top_k"], dataset.num_references)
+        distances, predictions = search_nearest(r_list, q_list, k, faiss_gpu=settings["faiss_gpu"],
+                                                return_distances=True)
+        folder = out_dir / "retrievals" / label.replace("/", "_") / dataset.name
+        csv_path, pictures = save_retrievals(dataset, predictions, distances, folder, settings["visualize"],
+                                             settings["failures_only"], descriptors=descriptors)
+        print(f"{dataset.name} ({label}): {len(pictures)} retrieval picture(s) and {csv_path} written to {folder}")
+    return record
+
+
+def markdown_table(results: dict, benchmarks: Sequence[str], k_values: Sequence[int] = TABLE_K,
+                   titles: Optional[dict] = None) -> str:
+    """Laid out like the README's tables: one row per model; per benchmark, R@1 / R@5 / R@10 columns in
+    percent with one decimal, the benchmark named on its first column."""
+    titles = titles or {}
+    ks = [k for k in k_values if all(str(k) in r["benchmarks"][b]["recall"] for r in results.values() for b in benchmarks)]
+    head = [f"{titles.get(b, b)} R@{k}" if i == 0 else f"R@{k}" for b in benchmarks for i, k in enumerate(ks)]
+    lines = ["| Model | Dim | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+    for label, r in results.items():
+        cells = [f"{100 * r['benchmarks'][b]['recall'][str(k)]:.1f}" for b in benchmarks for k in ks]
+        lines.append(f"| {label} | {r['descriptor_dim']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_values: Sequence[int],
+                  protocol: dict, titles: Optional[dict] = None) -> dict[str, Path]:
+    """recalls.json, recalls.csv, recalls.md and the recall curves under ``out_dir``; ``titles`` maps
+    benchmark names to the titles shown (e.g. 'Pitts30k-test (synthetic)')."""
+    titles = titles or {b: benchmark_title(b) for b in benchmarks}
+    files = {"json": out_dir / "recalls.json", "csv": out_dir / "recalls.csv", "md": out_dir / "recalls.md"}
+    atomic_write_text(files["json"], json.dumps({"protocol": protocol, "models": results}, indent=1))
+    rows = [["model", "checkpoint", "descriptor_dim", "image_size", "benchmark", "title", "num_references",
+             "num_queries", "skipped_images", *[f"R@{k}" for k in k_values]]]
+    for label, r in results.items():
+        for b in benchmarks:
+            rb = r["benchmarks"][b]
+            rows.append([label, r["checkpoint"], r["descriptor_dim"], "x".join(map(str, r["image_size"])), b,
+                         titles.get(b, b), rb["num_references"], rb["num_queries"],
+                         rb["skipped_database"] + rb["skipped_queries"],
+                         *[f"{100 * rb['recall'][str(k)]:.2f}" for k in k_values]])
+    with (out_dir / "recalls.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    size = "; ".join(f"{label}: {'x'.join(map(str, r['image_size']))}" for label, r in results.items())
+    notes = ["", f"Recall@K (%), exact nearest neighbours; positives: {protocol['positives']}. "
+                 f"Image size (H x W): {size}."]
+    if "msls_val" in benchmarks:
+        notes.append("MSLS-val: the queries of msls_val_qIdx.npy (740 on the real set, those with a positive) "
+                     "against the cph + sf database, as MixVPR reports it.")
+    if any("synthetic" in titles.get(b, "") for b in benchmarks):
+        notes.append("Synthetic: the project's generated stand-ins in the real formats, not the real data sets.")
+    atomic_write_text(files["md"], markdown_table(results, benchmarks, titles=titles) + "\n" + "\n".join(notes) + "\n")
+    curves = {b: {label: {int(k): v for k, v in r["benchmarks"][b]["recall"].items()} for label, r in results.items()}
+              for b in benchmarks}
+    files["curves"] = plot_recall_curves(curves, out_dir / "recall_curves.png", titles)
+    for b in benchmarks:
+        plot_recall_curves({b: curves[b]}, out_dir / f"recall_{b}.png", titles)
+    return files

@@ -1,0 +1,127 @@
+"""Using a trained network in one's own code: embed images, search, with a descriptor cache.
+
+    from main import load_model
+    from models.inference import embed, search
+    net = load_model("LOGS/run/version_0/checkpoints/last.ckpt")     # architecture from the checkpoint
+    db = embed(net, "my_photos/database")                              # (N, D) float32, a folder or a list
+    q = embed(net, ["query1.jpg", "query2.jpg"])
+    distances, indices = search(db, q, k=5)                            # (M, 5) each, nearest first
+
+The evaluation (eval.py) and retrieval (retrieve.py) commands are built on these functions.
+"""
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from dataloaders.eval.folder import EXTENSIONS, list_images
+from dataloaders.image_list import ImageList
+from dataloaders.transforms import eval_transform
+from utils.errors import ConfigError, NotFoundError
+from utils.recall import search_nearest
+
+from .descriptor_cache import cache_file, cache_key, load_cached, save_cached, weights_fingerprint
+from .loading import resolve_device
+
+PRECISIONS = {"32": None, "32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+def image_paths(images: str | Path | Sequence[str | Path]) -> list[str]:
+    """A folder (every .jpg/.jpeg/.png under it, sorted), a text file with one path per line, or a list."""
+    if isinstance(images, (str, Path)):
+        path = Path(images)
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise NotFoundError(f"no images ({', '.join(EXTENSIONS)}) under {path}")
+            return [str(p) for p in found]
+        if path.suffix.lower() == ".txt" and path.is_file():
+            return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if path.is_file():
+            return [str(path)]
+        raise NotFoundError(f"{path} is neither a folder of images, an image nor a .txt list of image paths")
+    return [str(p) for p in images]
+
+
+@torch.no_grad()
+def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]] = None, batch_size: int = 32,
+                device: Optional[str] = None, precision: str = "32", num_workers: int = 0,
+                skip_unreadable: bool = False, progress: bool = True, desc: str = "embedding"
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors (N, D) float32, indices of the unreadable images) of the images at ``paths``.
+
+    Images are resized to ``image_size`` (default: the model's) and normalised as in evaluation.
+    Rows of unreadable images (only with ``skip_unreadable``; otherwise the first one stops the run
+    with its path) are NaN. ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    image_size = tuple(image_size or model.image_size)
+    target = resolve_device(device) if device is not None else next(model.parameters()).device
+    model = model.to(target).eval()
+    dataset = ImageList(paths, eval_transform(image_size), skip_unreadable, image_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=target.type == "cuda")
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast(target.type, dtype=dtype) if dtype is not None else nullcontext()
+    out = np.full((len(dataset), model.descriptor_dim), np.nan, dtype=np.float32)
+    unreadable = []
+    for images, indices, readable in tqdm(loader, desc=desc, unit="batch", disable=not progress,
+                                          leave=False, dynamic_ncols=True):
+        with autocast:
+            descriptors = model(images.to(target, non_blocking=True))
+        descriptors = descriptors.float().cpu().numpy()
+        indices, readable = indices.numpy(), readable.numpy().astype(bool)
+        out[indices[readable]] = descriptors[readable]
+        unreadable.extend(indices[~readable].tolist())
+    return out, np.asarray(sorted(unreadable), dtype=np.int64)
+
+
+def embed(model, images: str | Path | Sequence[str | Path], image_size: Optional[Sequence[int]] = None,
+          batch_size: int = 32, device: Optional[str] = None, precision: str = "32", num_workers: int = 0,
+          skip_unreadable: bool = False, progress: bool = True) -> np.ndarray:
+    """(N, D) float32 L2-normalised descriptors of ``images`` (a folder, a .txt list or a list of
+    paths; row i is image i, a progress bar shows the batches). With ``skip_unreadable`` the rows of
+    unreadable images are NaN instead of stopping the run. See ``embed_paths`` for the settings."""
+    return embed_paths(model, image_paths(images), image_size, batch_size, device, precision, num_workers,
+                       skip_unreadable, progress)[0]
+
+
+def search(db_descriptors: np.ndarray, q_descriptors: np.ndarray, k: int = 10,
+           faiss_gpu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(squared L2 distances, database indices), both (M, min(k, N)), nearest first, for (M, D)
+    queries against (N, D) database descriptors; exact search with faiss, as in evaluation. On
+    L2-normalised descriptors the cosine similarity is ``1 - distance / 2``."""
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    if np.isnan(db_descriptors).any() or np.isnan(q_descriptors).any():
+        raise ValueError("descriptors contain NaN rows (images skipped as unreadable): drop them before searching")
+    k = min(k, len(db_descriptors))
+    return search_nearest(db_descriptors, q_descriptors, k, faiss_gpu=faiss_gpu, return_distances=True)
+
+
+def cached_embed_paths(model, paths: Sequence[str], cache_dir: Optional[str | Path], label: str,
+                       fingerprint: Optional[str] = None, image_size: Optional[Sequence[int]] = None,
+                       precision: str = "32", skip_unreadable: bool = False, **embed_kwargs
+                       ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``embed_paths`` through the descriptor cache (``models.descriptor_cache``): (descriptors,
+    unreadable indices, reused). A cached result with unreadable images is not reused unless
+    ``skip_unreadable``. ``cache_dir`` None: no cache."""
+    image_size = tuple(image_size or model.image_size)
+    if cache_dir is None:
+        descriptors, unreadable = embed_paths(model, paths, image_size, precision=precision,
+                                              skip_unreadable=skip_unreadable, desc=label, **embed_kwargs)
+        return descriptors, unreadable, False
+    key = cache_key(fingerprint or weights_fingerprint(model), paths, image_size, precision)
+    path = cache_file(cache_dir, label, key)
+    cached = load_cached(path, key)
+    if cached is not None and (skip_unreadable or len(cached[1]) == 0):
+        return cached[0], cached[1], True
+    descriptors, unreadable = embed_paths(model, paths, image_size, precision=precision,
+                                          skip_unreadable=skip_unreadable, desc=label, **embed_kwargs)
+    save_cached(path, key, descriptors, unreadable, label)
+    return descriptors, unreadable, False

@@ -1,0 +1,18 @@
+"""Key layouts of the related projects' released weights, mapped onto ours.
+
+Each module here describes one project's release and exposes ``is_layout(state_dict) -> bool`` (the
+state_dict is in that layout) and ``to_ours(state_dict) -> dict`` (keys renamed to ours; keys the
+release carries but no model uses, such as a classifier, dropped by name; nothing else changed).
+``load_weights`` applies the first layout that recognises a state_dict, then loads strictly.
+"""
+from types import ModuleType
+
+LAYOUTS: tuple[ModuleType, ...] = ()
+
+
+def to_our_layout(state_dict: dict) -> tuple[dict, str]:
+    """(``state_dict`` in our key layout, the name of the release layout recognised or '')."""
+    for layout in LAYOUTS:
+        if layout.is_layout(state_dict):
+            return layout.to_ours(state_dict), layout.__name__.rsplit(".", 1)[-1]
+    return state_dict, ""

@@ -1,0 +1,153 @@
+"""The one way to load weights: our Lightning checkpoints, bare state_dicts, and the related projects' releases.
+
+    from main import load_weights, load_model
+    load_weights(model, "resnet50_MixVPR_4096_channels(1024)_rows(4).ckpt")   # into a VPRModel or VPRNet
+    net = load_model("LOGS/run/version_0/checkpoints/last.ckpt")                # a VPRNet, eval mode
+
+Files are read with ``torch.load(weights_only=True)``: no pickled code runs, whatever the file holds.
+Keys are put in our layout before a strict load: a ``model.``/``module.`` wrapper prefix is removed, the
+releases of Lightweight-MixVPR, BoQ and SALAD are renamed (``models.layouts``), and a distilled
+student's distillation head (training only) is dropped. Anything else that does not fit is an error
+naming the keys, and the architecture the weights do fit.
+"""
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from utils.errors import CheckpointError, ConfigError, NotFoundError
+from utils.recipes import read_model_settings
+
+from .architecture import PREFIXES, describe_architecture, infer_architecture
+from .layouts import to_our_layout
+from .network import ARCHITECTURE_ARGS, VPRNet, build_network
+
+# what a distilled student's checkpoint holds beside the network: training-only modules
+TRAINING_ONLY = ("distill_loss_fn.",)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, hyper_parameters) of a Lightning ``.ckpt`` or a bare state_dict file.
+
+    Nothing pickled is executed (``weights_only=True``); a file that needs it, a truncated file or one
+    that is not a PyTorch checkpoint raises CheckpointError naming it. hyper_parameters is empty for a
+    bare state_dict; LightningCLI's private entries (``_instantiator``, ``_class_path``) are left out.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"checkpoint not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} needs code to run to be loaded ({first}). Checkpoints are loaded without running "
+            f"pickled code; a weights file holds only tensors and plain values. If you wrote this file and "
+            f"trust it, load it with torch.load(path, weights_only=False) yourself and save its state_dict.") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, io.UnsupportedOperation) as err:
+        size = path.stat().st_size
+        raise CheckpointError(f"{path} ({size} bytes) is not a readable PyTorch checkpoint: truncated, still "
+                              f"being written, or another kind of file ({type(err).__name__}: {err})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        hparams = {k: v for k, v in (obj.get("hyper_parameters") or {}).items() if not str(k).startswith("_")}
+        return obj["state_dict"], hparams
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise CheckpointError(f"{path} is neither a Lightning checkpoint (a dict with 'state_dict') nor a state_dict "
+                          f"of tensors (it holds {type(obj).__name__}"
+                          + (f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else "") + ")")
+
+
+def to_layout_of(state_dict: dict, model: nn.Module) -> tuple[dict, str]:
+    """``state_dict`` with our key names for ``model``: wrapper prefix removed, a release layout renamed,
+    training-only entries dropped. Returns (state_dict, name of the release layout or '')."""
+    own = model.state_dict()
+    for prefix in PREFIXES:
+        if state_dict and all(k.startswith(prefix) for k in state_dict) and not any(k.startswith(prefix) for k in own):
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+            break
+    state_dict, layout = to_our_layout(state_dict)
+    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(TRAINING_ONLY)}
+    return state_dict, layout
+
+
+def load_weights(model: nn.Module, path_or_state_dict, source: Optional[str] = None) -> nn.Module:
+    """Load weights into ``model`` (a VPRModel or VPRNet) strictly; returns ``model``.
+
+    ``path_or_state_dict``: a checkpoint file (ours, a bare state_dict, or a release of MixVPR,
+    Lightweight-MixVPR, BoQ or SALAD) or a state_dict already in memory. A key that is missing,
+    unexpected or of another shape raises CheckpointError listing them and the architecture the
+    weights fit.
+    """
+    if isinstance(path_or_state_dict, (str, Path)):
+        source = source or str(path_or_state_dict)
+        state_dict, _ = read_checkpoint(path_or_state_dict)
+    else:
+        state_dict, source = path_or_state_dict, source or "state_dict"
+    state_dict, layout = to_layout_of(state_dict, model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(f"{k}: {tuple(state_dict[k].shape)} in {source}, {tuple(own[k].shape)} in model"
+                    for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or shapes:
+        show = lambda keys: ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        lines = [f"{source}{f' ({layout} layout)' if layout else ''} does not fit the model's architecture:"]
+        if missing:
+            lines.append(f"  missing keys: {show(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys: {show(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatches: {show(shapes)}")
+        lines.append("  Check backbone_arch, layers_to_crop, agg_arch and agg_config (and image_size for MixVPR) "
+                     "against the configuration the checkpoint was trained with.")
+        lines.append(describe_architecture(infer_architecture(state_dict)))
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def architecture_of(hyper_parameters: dict, config: Optional[str | Path] = None, **overrides) -> dict:
+    """``build_network`` arguments: saved hyper-parameters, overridden by a config's model section (with
+    data.image_size), overridden by ``overrides``; anything that is not architecture is left out."""
+    settings = {**hyper_parameters, **(read_model_settings(config) if config else {}), **overrides}
+    unknown = sorted(set(overrides) - set(ARCHITECTURE_ARGS) - {"layers_to_freeze", "pretrained"})
+    if unknown:
+        raise ConfigError(f"load_model does not take {unknown}; architecture settings are {list(ARCHITECTURE_ARGS)}")
+    return {k: settings[k] for k in ARCHITECTURE_ARGS if settings.get(k) is not None}
+
+
+def load_model(checkpoint: str | Path, config: Optional[str | Path] = None, device: str = "cpu",
+               **overrides) -> VPRNet:
+    """The network of ``checkpoint`` (a VPRNet in eval mode on ``device``) with its weights loaded.
+
+    The architecture comes from the checkpoint's saved hyper-parameters (our ``.ckpt``), overridden by
+    ``config`` (a recipe YAML: its model section and data.image_size) and ``overrides`` (backbone_arch,
+    backbone_config, layers_to_crop, agg_arch, agg_config, image_size). A bare state_dict (the authors'
+    releases) needs one of them; without, the error names the configuration its keys fit.
+    """
+    state_dict, hyper_parameters = read_checkpoint(checkpoint)
+    arch = architecture_of(hyper_parameters, config, **overrides)
+    if not hyper_parameters and not arch:
+        raise CheckpointError(
+            f"{checkpoint} is a bare state_dict without hyper-parameters: give the architecture it was trained "
+            f"with (a config with a model: section, or {', '.join(ARCHITECTURE_ARGS)}; on the command line "
+            f"--config or --model.backbone_arch, --model.agg_arch, --model.agg_config ...).\n"
+            f"{describe_architecture(infer_architecture(state_dict))}")
+    try:
+        net = build_network(**arch)
+    except ConfigError as err:
+        raise ConfigError(f"{err}\n{describe_architecture(infer_architecture(state_dict))}") from None
+    load_weights(net, state_dict, source=str(checkpoint))
+    return net.eval().to(resolve_device(device))
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    """``'auto'``/None: the first GPU when there is one, else the CPU; otherwise ``torch.device(device)``."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
