@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat
 
-from dataloaders import synthetic
-from dataloaders.synthetic import (MSLS_CITIES, PITTSBURGH_SPLITS, SYNTHETIC_CITIES, generate_synthetic, make_msls,
-                                   make_pittsburgh)
+from dataloaders.synthetic import (MSLS_CITIES, PITTSBURGH_SPLITS, SCALES, SYNTHETIC_CITIES, generate_synthetic,
+                                   make_msls, make_pittsburgh)
+from dataloaders.synthetic import generate as generation
+from dataloaders.synthetic.__main__ import main
 
 DB_STRUCT_FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "numQueries",
                     "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
@@ -179,7 +180,7 @@ def test_generation_is_deterministic_whatever_the_workers_and_depends_on_seed(tm
 @pytest.fixture
 def micro_scale(monkeypatch):
     """A scale of a handful of images, so that caching tests regenerate in a fraction of a second."""
-    monkeypatch.setitem(synthetic.SCALES, "micro", {
+    monkeypatch.setitem(SCALES, "micro", {
         "gsv_places_per_city": 1, "pitts": {n: (4, 2) for n in PITTSBURGH_SPLITS}, "msls": (4, 2)})
     return "micro"
 
@@ -196,11 +197,11 @@ def test_generate_synthetic_writes_once_and_redoes_an_interrupted_run(tmp_path, 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "make_msls", interrupted)
+    monkeypatch.setattr(generation, "make_msls", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic(root, scale=micro_scale, seed=1, workers=1)
     assert not (root / ".complete").exists()
-    monkeypatch.setattr(synthetic, "make_msls", make_msls)
+    monkeypatch.setattr(generation, "make_msls", make_msls)
     generate_synthetic(root, scale=micro_scale, seed=1, workers=1)
     assert (root / ".complete").is_file() and (paths["msls"] / "msls_val_pIdx.npy").is_file()
 
@@ -214,7 +215,7 @@ def test_generate_synthetic_refuses_to_replace_foreign_data(tmp_path, micro_scal
 
 
 def test_command_line_generates_the_data_sets(tmp_path, micro_scale, capsys):
-    synthetic.main([str(tmp_path), "--scale", micro_scale, "--workers", "1"])
+    main([str(tmp_path), "--scale", micro_scale, "--workers", "1"])
     assert (tmp_path / ".complete").is_file()
     assert str(tmp_path / "pitts") in capsys.readouterr().out
 
