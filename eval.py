@@ -122,7 +122,7 @@ def data_roots(args) -> dict:
     if args.synthetic:
         from dataloaders.synthetic import generate_synthetic, synthetic_roots
         generate_synthetic(args.synthetic_dir, scale=args.synthetic_scale)
-        generated = synthetic_roots(args.synthetic_dir)
+        generated = synthetic_roots(args.synthetic_dir, args.synthetic_scale)
         roots = {k: v or str(generated[k]) for k, v in roots.items()}
     return roots
 

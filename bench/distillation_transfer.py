@@ -361,7 +361,7 @@ def run(args) -> dict:
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "teacher_model": TEACHER_MODEL, "student_model": STUDENT_MODEL, "recipe": RECIPE,
-        "data": {k: str(v) for k, v in synthetic_roots(args.data_dir).items()},
+        "data": {k: str(v) for k, v in synthetic_roots(args.data_dir, args.scale, 0).items()},
         "teacher": {"checkpoint": teacher_checkpoint, "recalls": teacher["recalls"],
                     "train_wall_s": None if args.teacher_checkpoint else teacher_wall},
         "num_images": {n: len(teacher["descriptors"][n]) for n in VAL_SETS},

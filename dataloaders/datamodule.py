@@ -59,7 +59,7 @@ class VPRDataModule(L.LightningDataModule):
         roots = {k: getattr(hp, k) or os.environ.get(env) for k, env in ROOT_ENV.items()}
         if hp.synthetic:
             from .synthetic import synthetic_roots
-            generated = synthetic_roots(hp.synthetic_dir)
+            generated = synthetic_roots(hp.synthetic_dir, hp.synthetic_scale, hp.seed)
             roots = {k: getattr(hp, k) or str(generated[k]) for k in ROOT_ENV}
         return roots
 

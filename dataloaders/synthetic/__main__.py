@@ -12,7 +12,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     """Generate the data sets of one scale and seed under ``root`` (nothing if already there); print where."""
     parser = argparse.ArgumentParser(
         description="Deterministic synthetic VPR data in the real on-disk formats (GSV-Cities, Pittsburgh, MSLS-val).")
-    parser.add_argument("root", type=Path, help="folder to write gsv_cities/, pitts/ and msls/ into")
+    parser.add_argument("root", type=Path,
+                        help="folder to write <scale>-seed<seed>-v<version>/{gsv_cities,pitts,msls} into")
     parser.add_argument("--scale", choices=sorted(SCALES), default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: CPUs, max 4)")
