@@ -1,7 +1,14 @@
-"""The synthetic data generator: real on-disk formats, meaningful geometry, determinism, caching."""
+"""The synthetic data generator: real on-disk formats, meaningful geometry, determinism, safe shared folders."""
+import contextlib
+import hashlib
 import math
+import multiprocessing as mp
+import os
 import re
+import socket
 import string
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -9,9 +16,10 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat
 
-from dataloaders import synthetic
-from dataloaders.synthetic import (MSLS_CITIES, PITTSBURGH_SPLITS, SYNTHETIC_CITIES, generate_synthetic, make_msls,
-                                   make_pittsburgh)
+from dataloaders.synthetic import (GENERATOR_VERSION, MSLS_CITIES, PITTSBURGH_SPLITS, SCALES, SYNTHETIC_CITIES,
+                                   generate_synthetic, make_msls, make_pittsburgh, set_folder, synthetic_roots)
+from dataloaders.synthetic import generate as generation
+from dataloaders.synthetic.__main__ import main
 
 DB_STRUCT_FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "numQueries",
                     "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
@@ -19,9 +27,9 @@ GSV_COLUMNS = ["place_id", "year", "month", "northdeg", "city_id", "lat", "lon",
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """The tiny scale of every data set, generated once for the module."""
-    return generate_synthetic(tmp_path_factory.mktemp("synthetic"), scale="tiny", seed=0)
+def tiny(synthetic):
+    """The tiny scale of every data set (the session's, generated once)."""
+    return synthetic
 
 
 def read_gsv_city(root, city):
@@ -179,49 +187,128 @@ def test_generation_is_deterministic_whatever_the_workers_and_depends_on_seed(tm
 @pytest.fixture
 def micro_scale(monkeypatch):
     """A scale of a handful of images, so that caching tests regenerate in a fraction of a second."""
-    monkeypatch.setitem(synthetic.SCALES, "micro", {
+    monkeypatch.setitem(SCALES, "micro", {
         "gsv_places_per_city": 1, "pitts": {n: (4, 2) for n in PITTSBURGH_SPLITS}, "msls": (4, 2)})
     return "micro"
 
 
-def test_generate_synthetic_writes_once_and_redoes_an_interrupted_run(tmp_path, micro_scale, monkeypatch):
-    root = tmp_path / "data"
-    paths = generate_synthetic(root, scale=micro_scale, workers=1)
-    assert set(paths) == {"gsv_cities", "pitts", "msls"} and (root / ".complete").is_file()
+def digest(folder):
+    """relative path -> sha256 of every file under ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_generate_synthetic_writes_each_scale_and_seed_once_into_its_own_folder(tmp_path, micro_scale):
+    assert synthetic_roots(tmp_path / "none", micro_scale, seed=3) == {
+        "gsv_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "gsv_cities",
+        "pitts_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "pitts",
+        "msls_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "msls"}
+    assert not (tmp_path / "none").exists(), "synthetic_roots generates nothing"
+    paths = generate_synthetic(tmp_path, scale=micro_scale, workers=1)
+    folder = set_folder(tmp_path, micro_scale)
+    assert paths == {"gsv_cities": folder / "gsv_cities", "pitts": folder / "pitts", "msls": folder / "msls"}
+    assert list(synthetic_roots(tmp_path, micro_scale).values()) == list(paths.values())
+    first = digest(folder)
     mat = paths["pitts"] / "datasets" / "pitts30k_val.mat"
     stamp = mat.stat().st_mtime_ns
-    generate_synthetic(root, scale=micro_scale, workers=1)
+    assert generate_synthetic(tmp_path, scale=micro_scale, workers=1) == paths
     assert mat.stat().st_mtime_ns == stamp, "a complete data set is not written again"
+    other = generate_synthetic(tmp_path, scale=micro_scale, seed=1, workers=1)
+    assert other["pitts"].parent == tmp_path / f"micro-seed1-v{GENERATOR_VERSION}"
+    assert digest(folder) == first and mat.stat().st_mtime_ns == stamp, "another seed leaves the first set intact"
+    assert digest(other["pitts"].parent) != first
 
+
+def test_interrupted_generation_leaves_no_folder_and_the_next_one_completes(tmp_path, micro_scale, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "make_msls", interrupted)
+    monkeypatch.setattr(generation, "make_msls", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        generate_synthetic(root, scale=micro_scale, seed=1, workers=1)
-    assert not (root / ".complete").exists()
-    monkeypatch.setattr(synthetic, "make_msls", make_msls)
-    generate_synthetic(root, scale=micro_scale, seed=1, workers=1)
-    assert (root / ".complete").is_file() and (paths["msls"] / "msls_val_pIdx.npy").is_file()
+        generate_synthetic(tmp_path, scale=micro_scale, workers=1)
+    assert [p.name for p in tmp_path.iterdir()] == [f".micro-seed0-v{GENERATOR_VERSION}.lock"]
+    monkeypatch.setattr(generation, "make_msls", make_msls)
+    paths = generate_synthetic(tmp_path, scale=micro_scale, workers=1)
+    assert (paths["msls"] / "msls_val_pIdx.npy").is_file() and (paths["msls"].parent / ".complete").is_file()
 
 
-def test_generate_synthetic_refuses_to_replace_foreign_data(tmp_path, micro_scale):
+def _generate_after(barrier, root, scale):
+    """A concurrent generator: start with the others, then generate (run in a forked process)."""
+    barrier.wait()
+    generate_synthetic(root, scale=scale, workers=1)
+
+
+@pytest.mark.parametrize("locked", [True, False], ids=["waits-on-lock", "loses-rename-race"])
+def test_concurrent_generators_of_one_set_both_succeed_with_the_single_generation_bytes(tmp_path, micro_scale,
+                                                                                      monkeypatch, locked):
+    ctx = mp.get_context("fork")
+    if not locked:
+        # a file system that ignores the lock: both build (they meet mid-way), both rename, one collides
+        middle = ctx.Barrier(2)
+
+        def make_msls_together(*args, **kwargs):
+            middle.wait(timeout=60)
+            return make_msls(*args, **kwargs)
+
+        monkeypatch.setattr(generation, "_lock", lambda path: contextlib.nullcontext())
+        monkeypatch.setattr(generation, "make_msls", make_msls_together)
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_generate_after, args=(start, tmp_path / "shared", micro_scale)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    monkeypatch.setattr(generation, "make_msls", make_msls)
+    generate_synthetic(tmp_path / "single", scale=micro_scale, workers=1)
+    assert digest(set_folder(tmp_path / "shared", micro_scale)) == digest(set_folder(tmp_path / "single", micro_scale))
+    left = sorted(p.name for p in (tmp_path / "shared").iterdir())
+    assert left == sorted(p.name for p in (tmp_path / "single").iterdir()), "no temporary folder is left behind"
+
+
+def test_stale_temporary_folder_of_a_dead_generator_is_removed_and_no_other(tmp_path, micro_scale):
+    name, host = set_folder(tmp_path, micro_scale).name, socket.gethostname()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)
+    stale = tmp_path / f".{name}.{host}.{dead}.0badc0de.tmp"
+    (stale / "pitts").mkdir(parents=True)
+    kept = [tmp_path / f".{name}.{host}.{os.getpid()}.1badc0de.tmp",  # a running generator's
+            tmp_path / f".{name}.not-{host}.{dead}.2badc0de.tmp",  # another host's: its pid says nothing here
+            tmp_path / f".{set_folder(tmp_path, micro_scale, seed=1).name}.{host}.{dead}.3badc0de.tmp"]  # other set
+    for folder in kept:
+        folder.mkdir()
+    generate_synthetic(tmp_path, scale=micro_scale, workers=1)
+    assert not stale.exists()
+    assert all(folder.is_dir() for folder in kept)
+
+
+def test_foreign_folders_are_never_touched(tmp_path, micro_scale):
+    # data of the former layout (root/pitts/...) beside the sets is left alone
     (tmp_path / "pitts").mkdir()
     (tmp_path / "pitts" / "precious.mat").write_bytes(b"real data")
-    with pytest.raises(FileExistsError, match="not written by the synthetic generator"):
-        generate_synthetic(tmp_path, scale=micro_scale, workers=1)
+    folder = set_folder(tmp_path, micro_scale)
+    for content in (None, b"{}", b"not json"):
+        folder.mkdir(exist_ok=True)
+        if content is not None:
+            (folder / ".complete").write_bytes(content)
+        with pytest.raises(FileExistsError, match=re.escape(str(folder))):
+            generate_synthetic(tmp_path, scale=micro_scale, workers=1)
+        assert [p.name for p in folder.iterdir()] == ([] if content is None else [".complete"])
     assert (tmp_path / "pitts" / "precious.mat").read_bytes() == b"real data"
+    assert generate_synthetic(tmp_path, scale=micro_scale, seed=1, workers=1)["pitts"].is_dir()
 
 
 def test_command_line_generates_the_data_sets(tmp_path, micro_scale, capsys):
-    synthetic.main([str(tmp_path), "--scale", micro_scale, "--workers", "1"])
-    assert (tmp_path / ".complete").is_file()
-    assert str(tmp_path / "pitts") in capsys.readouterr().out
+    main([str(tmp_path), "--scale", micro_scale, "--workers", "1"])
+    assert (set_folder(tmp_path, micro_scale) / ".complete").is_file()
+    assert str(set_folder(tmp_path, micro_scale) / "pitts") in capsys.readouterr().out
 
 
 def test_unknown_scale_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown synthetic scale"):
         generate_synthetic(tmp_path, scale="huge")
+    with pytest.raises(ValueError, match="unknown synthetic scale"):
+        synthetic_roots(tmp_path, scale="huge")
 
 
 # ------------------------------------------------------------------------------------------ geometry
