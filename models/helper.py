@@ -1,41 +1,59 @@
 """Names to modules: the backbone, and the aggregator with its input dimensions fitted to the backbone."""
 import inspect
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from .aggregators import aggregator_class
-from .backbones import build_backbone
+from .backbones import backbone_constructor
 
 
 def get_backbone(backbone_arch: str = "resnet50", pretrained: bool = True, layers_to_freeze: int = 2,
-                 layers_to_crop: Sequence[int] = ()) -> nn.Module:
-    """The backbone named ``backbone_arch``, cropped and frozen as asked."""
-    return build_backbone(backbone_arch, pretrained=pretrained, layers_to_freeze=layers_to_freeze,
-                          layers_to_crop=list(layers_to_crop))
+                 layers_to_crop: Sequence[int] = (), backbone_config: Optional[dict] = None) -> nn.Module:
+    """The backbone named ``backbone_arch``, cropped and frozen as asked.
+
+    ``layers_to_freeze``/``layers_to_crop`` go to the CNNs, which take them; ``backbone_config`` holds the
+    backbone's own settings (DINOv2: num_trainable_blocks, return_token, norm_layer) and wins over the
+    arguments before it.
+    """
+    constructor = backbone_constructor(backbone_arch)
+    accepted = inspect.signature(constructor).parameters
+    config = dict(backbone_config or {})
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ValueError(f"backbone {backbone_arch} does not take backbone_config {unknown}; "
+                         f"its settings are {sorted(accepted)}")
+    cnn_settings = {"layers_to_freeze": layers_to_freeze, "layers_to_crop": list(layers_to_crop)}
+    args = {"pretrained": pretrained, **{k: v for k, v in cnn_settings.items() if k in accepted}}
+    return constructor(**{**args, **config})
 
 
 @torch.no_grad()
 def feature_map_shape(backbone: nn.Module, image_size: Sequence[int]) -> tuple[int, int, int]:
-    """(C, H, W) of the backbone's output for an image of ``image_size`` = (height, width)."""
+    """(C, H, W) of the backbone's output map for an image of ``image_size`` = (height, width)."""
+    if hasattr(backbone, "feature_map_shape"):  # known without running it (and checked: ViT patch size)
+        return tuple(backbone.feature_map_shape(tuple(image_size)))
     was_training = backbone.training
     backbone.eval()
     param = next(backbone.parameters())
     out = backbone(torch.zeros(1, 3, *image_size, dtype=param.dtype, device=param.device))
     backbone.train(was_training)
+    if isinstance(out, (tuple, list)):  # (map, class token)
+        out = out[0]
     return tuple(out.shape[1:])
 
 
 def get_aggregator(agg_arch: str, agg_config: dict, backbone: nn.Module, image_size: Sequence[int],
                    backbone_arch: str = "") -> nn.Module:
-    """The aggregator named ``agg_arch``; ``in_channels``/``in_h``/``in_w`` come from the backbone's
-    output for ``image_size`` when absent, and must equal it when given."""
+    """The aggregator named ``agg_arch``; its input size (``in_channels`` or ``num_channels``,
+    ``in_h``/``in_w``) comes from the backbone's output for ``image_size`` when absent, and must equal it
+    when given."""
     cls = aggregator_class(agg_arch)
     accepted = inspect.signature(cls).parameters
     config = dict(agg_config)
     c, h, w = feature_map_shape(backbone, image_size)
-    derived = {k: v for k, v in {"in_channels": c, "in_h": h, "in_w": w}.items() if k in accepted}
+    derived = {k: v for k, v in {"in_channels": c, "num_channels": c, "in_h": h, "in_w": w}.items() if k in accepted}
     wrong = {k: config[k] for k in derived if k in config and config[k] != derived[k]}
     if wrong:
         right = ", ".join(f"{k}={derived[k]}" for k in derived)
@@ -48,4 +66,10 @@ def get_aggregator(agg_arch: str, agg_config: dict, backbone: nn.Module, image_s
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise ValueError(f"{agg_arch} does not take {unknown}; its settings are {sorted(accepted)}")
-    return cls(**{**derived, **config})
+    if getattr(backbone, "return_token", False) and not getattr(cls, "accepts_token", False):
+        raise ValueError(f"{backbone_arch or 'the backbone'} returns its class token (return_token=True) but "
+                         f"{agg_arch} takes only the feature map: set backbone_config return_token to false")
+    aggregator = cls(**{**derived, **config})
+    if hasattr(aggregator, "check_input"):
+        aggregator.check_input(c, h, w)
+    return aggregator

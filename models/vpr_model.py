@@ -23,10 +23,12 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.
 class VPRModel(L.LightningModule):
     """Visual place recognition model and its training recipe.
 
-    The model is ``backbone`` (a cropped CNN) followed by ``aggregator`` (MixVPR, GeM, ...); the
-    state_dict holds nothing else, so the authors' released MixVPR weights load strictly.
-    ``image_size`` (height, width) is the training/evaluation size; it fixes the aggregator's input
-    dimensions where they are not given. Training: P places x K images per batch, metric-learning
+    The model is ``backbone`` (a cropped CNN or a DINOv2 ViT) followed by ``aggregator`` (MixVPR, BoQ,
+    SALAD, GeM, ...); the state_dict holds nothing else, so the authors' released MixVPR and SALAD weights
+    load strictly. ``image_size`` (height, width) is the training/evaluation size; it fixes the
+    aggregator's input dimensions where they are not given. ``layers_to_freeze``/``layers_to_crop`` are
+    the CNNs' settings (a ViT ignores them); ``backbone_config`` carries the backbone's own, with SALAD's
+    names for DINOv2: ``num_trainable_blocks``, ``return_token``, ``norm_layer``. Training: P places x K images per batch, metric-learning
     loss with an optional miner, linear warm-up then a step decay by epoch.
 
     Knowledge distillation: with ``teacher_checkpoint`` a frozen trained VPRModel embeds the same
@@ -46,6 +48,7 @@ class VPRModel(L.LightningModule):
         agg_arch: str = "MixVPR",
         agg_config: Optional[dict] = None,
         image_size: tuple[int, int] = (320, 320),
+        backbone_config: Optional[dict] = None,
         lr: float = 0.05,
         optimizer: str = "sgd",
         weight_decay: float = 1e-3,
@@ -71,7 +74,8 @@ class VPRModel(L.LightningModule):
         if optimizer.lower() not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         self.image_size = tuple(image_size)
-        self.backbone = helper.get_backbone(backbone_arch, pretrained, layers_to_freeze, layers_to_crop)
+        self.backbone = helper.get_backbone(backbone_arch, pretrained, layers_to_freeze, layers_to_crop,
+                                            backbone_config)
         self.aggregator = helper.get_aggregator(agg_arch, agg_config or {}, self.backbone, self.image_size,
                                                 backbone_arch)
         self.descriptor_dim = self.aggregator.out_dim

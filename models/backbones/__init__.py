@@ -1,8 +1,12 @@
-"""Backbones: name -> constructor. Every backbone exposes ``out_channels`` and ``stride``."""
+"""Backbones: name -> constructor. Every backbone exposes ``out_channels`` and ``stride``.
+
+CNNs take ``pretrained``, ``layers_to_freeze`` and ``layers_to_crop``; the DINOv2 ViTs take ``pretrained``,
+``num_trainable_blocks``, ``return_token`` and ``norm_layer``."""
 from functools import partial
 
 from torch import nn
 
+from .dinov2 import DINOV2_ARCHS, DINOv2
 from .efficientnet import EFFICIENTNETS, EfficientNet
 from .mobilenet import MOBILENETS, MobileNet
 from .resnet import RESNETS, ResNet
@@ -11,13 +15,18 @@ BACKBONES = {
     **{name: partial(ResNet, name) for name in RESNETS},
     **{name: partial(MobileNet, name) for name in MOBILENETS},
     **{name: partial(EfficientNet, name) for name in EFFICIENTNETS},
+    **{name: partial(DINOv2, name) for name in DINOV2_ARCHS},
 }
 
 
-def build_backbone(name: str, **config) -> nn.Module:
-    """Build the backbone registered as ``name`` (case-insensitive exact match)."""
+def backbone_constructor(name: str):
+    """The constructor registered as ``name`` (case-insensitive exact match)."""
     try:
-        constructor = BACKBONES[name.lower()]
+        return BACKBONES[name.lower()]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
-    return constructor(**config)
+
+
+def build_backbone(name: str, **config) -> nn.Module:
+    """Build the backbone registered as ``name`` with ``config``."""
+    return backbone_constructor(name)(**config)
