@@ -11,9 +11,11 @@ import torch
 from torch import Tensor
 
 
-def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, Tensor]:
+def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0,
+                      gain: dict[str, float] | None = None) -> dict[str, Tensor]:
     """{key: tensor} for a {key: shape} layout: matrices and kernels ~ N(0, 1/fan_in), BatchNorm running
-    variances in [0.5, 1.5), counters 0, everything else (biases, norms, embeddings, scales) ~ N(0, 0.25)."""
+    variances in [0.5, 1.5), counters 0, everything else (biases, norms, embeddings, scales) ~ N(0, 0.25);
+    the keys in ``gain`` multiplied by their factor."""
     out = {}
     for key, shape in shapes.items():
         g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
@@ -25,6 +27,7 @@ def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict
             out[key] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
         else:
             out[key] = 0.5 * torch.randn(shape, generator=g)
+        out[key] = out[key] * (gain or {}).get(key, 1)
     return out
 
 
