@@ -198,3 +198,27 @@ def test_aggregators_on_unknown_settings_list_theirs():
         VPRModel(backbone_arch="resnet18", agg_arch="SALAD", agg_config={"in_channels": 256}, image_size=(64, 64))
     model = VPRModel(backbone_arch="resnet18", agg_arch="salad", agg_config={"num_clusters": 4}, image_size=(64, 64))
     assert isinstance(model.aggregator, SALAD)
+
+
+# ------------------------------------------------------------------ architecture from bare weights
+def meta_state(layout: dict) -> dict:
+    return {k: torch.empty(shape, device="meta") for k, shape in layout.items()}
+
+
+def test_architecture_is_read_back_from_the_released_layouts():
+    from utils.architecture import describe_architecture, infer_architecture
+
+    salad = meta_state(prefixed("backbone.model.", dinov2_layout(768, 12)) | prefixed("aggregator.", salad_layout(768, 64, 128, 256)))
+    arch = infer_architecture(salad)
+    assert arch == {"backbone_arch": "dinov2_vitb14", "agg_arch": "SALAD", "agg_config": SALAD_RELEASE["agg_config"]}
+    described = describe_architecture(arch)
+    assert "configs/salad_dinov2_8448.yaml" in described and '"return_token": true' in described
+
+    boq_dinov2 = meta_state(prefixed("backbone.dino.", dinov2_layout(768, 12)) | prefixed("aggregator.", boq_layout(768, 384, 64, 2, 32)))
+    assert infer_architecture(boq_dinov2) == {
+        "backbone_arch": "dinov2_vitb14", "agg_arch": "BoQ",
+        "agg_config": {"in_channels": 768, "proj_channels": 384, "num_queries": 64, "num_layers": 2, "row_dim": 32}}
+    boq_resnet = meta_state(prefixed("backbone.", resnet_sequential_layout("resnet50")) | prefixed("aggregator.", boq_layout(1024, 512, 64, 2, 32)))
+    arch = infer_architecture(boq_resnet)
+    assert (arch["backbone_arch"], arch["layers_to_crop"], arch["agg_config"]["proj_channels"]) == ("resnet50", [4], 512)
+    assert "configs/boq_resnet50_16384.yaml" in describe_architecture(arch)

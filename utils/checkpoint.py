@@ -7,7 +7,7 @@ from torch import nn
 
 PREFIXES = ("model.", "module.")
 # VPRModel arguments that fix the architecture (what a bare state_dict needs to be told)
-ARCHITECTURE_ARGS = ("backbone_arch", "layers_to_crop", "agg_arch", "agg_config", "image_size")
+ARCHITECTURE_ARGS = ("backbone_arch", "backbone_config", "layers_to_crop", "agg_arch", "agg_config", "image_size")
 
 
 def read_state_dict(path: str | Path) -> tuple[dict, dict]:
