@@ -73,10 +73,14 @@ def test_salad_release_loads_strictly_and_matches_the_authors(tiny_dinov2, tmp_p
         assert close(model(seeded_image(56, 84, batch=1)), "salad_56x84")
 
 
-def test_salad_trains_its_heads_and_dustbin(tiny_dinov2):
-    model = VPRModel(**TINY_SALAD)
-    model(torch.randn(2, 3, 70, 98)).sum().backward()
+def test_salad_trains_its_heads_dustbin_and_last_block(tiny_dinov2):
+    torch.manual_seed(0)
+    model = VPRModel(**{**TINY_SALAD, "miner_name": "none"})
+    loss, _ = model.metric_loss(model(torch.randn(4, 3, 70, 98)), torch.tensor([0, 0, 1, 1]))
+    loss.backward()
     assert all(p.grad is not None for p in model.aggregator.parameters())
+    assert all(p.grad is not None for p in model.backbone.model.blocks[1].parameters())
+    assert all(p.grad is None for p in model.backbone.model.blocks[0].parameters())
 
 
 def test_sinkhorn_gives_each_feature_unit_mass_and_the_dustbin_the_surplus():
