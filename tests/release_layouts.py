@@ -75,3 +75,8 @@ def resnet_sequential_layout(arch: str) -> dict:
 def prefixed(prefix: str, layout: dict) -> dict:
     """``layout`` with ``prefix`` before every key."""
     return {prefix + k: v for k, v in layout.items()}
+
+
+def release(backbone: dict, aggregator: dict) -> dict:
+    """A release's layout: the (prefixed) backbone entries and the aggregator's under ``aggregator.``."""
+    return backbone | prefixed("aggregator.", aggregator)

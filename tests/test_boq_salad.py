@@ -28,9 +28,20 @@ from models.aggregators import BoQ, SALAD
 from models.aggregators.salad import log_optimal_transport
 from models.layouts import boq as boq_layout_module
 from reference_weights import seeded_image, seeded_state_dict, shapes_of
-from release_layouts import boq_layout, dinov2_layout, prefixed, resnet_sequential_layout, salad_layout
+from release_layouts import boq_layout, dinov2_layout, prefixed, release, resnet_sequential_layout, salad_layout
 
 REFERENCE = np.load(Path(__file__).parent / "data" / "aggregator_reference.npz")
+
+# the releases' layouts, from the projects' published structure
+SALAD_CKPT = release(prefixed("backbone.model.", dinov2_layout(768, 12)), salad_layout(768, 64, 128, 256))
+BOQ_DINOV2_12288 = release(prefixed("backbone.dino.", dinov2_layout(768, 12)), boq_layout(768, 384, 64, 2, 32))
+BOQ_RESNET50_16384 = release(prefixed("backbone.", resnet_sequential_layout("resnet50")),
+                             boq_layout(1024, 512, 64, 2, 32))
+# the same layouts at the sizes of the reference outputs
+TINY_SALAD_CKPT = release(prefixed("backbone.model.", dinov2_layout(32, 2)), salad_layout(32, 8, 4, 6))
+TINY_BOQ_DINOV2_RELEASE = release(prefixed("backbone.dino.", dinov2_layout(32, 2)), boq_layout(32, 128, 4, 2, 3))
+TINY_BOQ_RESNET_RELEASE = release(prefixed("backbone.", resnet_sequential_layout("resnet18")),
+                                  boq_layout(256, 64, 4, 2, 2))
 SALAD_RELEASE = dict(backbone_arch="dinov2_vitb14",
                      backbone_config={"num_trainable_blocks": 4, "return_token": True, "norm_layer": True},
                      agg_arch="SALAD",
@@ -57,14 +68,12 @@ def close(ours: torch.Tensor, entry: str) -> bool:
 def test_salad_state_dict_keys_match_dino_salad_ckpt():
     with torch.device("meta"):
         model = VPRModel(**SALAD_RELEASE)
-    expected = prefixed("backbone.model.", dinov2_layout(768, 12)) | prefixed("aggregator.", salad_layout(768, 64, 128, 256))
-    assert shapes_of(model.state_dict()) == expected
+    assert shapes_of(model.state_dict()) == SALAD_CKPT
     assert model.descriptor_dim == 64 * 128 + 256 == 8448
 
 
 def test_salad_release_loads_strictly_and_matches_the_authors(tiny_dinov2, tmp_path):
-    release = prefixed("backbone.model.", dinov2_layout(32, 2)) | prefixed("aggregator.", salad_layout(32, 8, 4, 6))
-    torch.save(seeded_state_dict(release, gain=SALAD_GAIN), tmp_path / "dino_salad.ckpt")
+    torch.save(seeded_state_dict(TINY_SALAD_CKPT, gain=SALAD_GAIN), tmp_path / "dino_salad.ckpt")
     model = VPRModel(**TINY_SALAD)
     model.load_state_dict(torch.load(tmp_path / "dino_salad.ckpt"))
     model.eval()
@@ -122,9 +131,8 @@ def test_boq_dinov2_12288_release_layout_maps_onto_ours():
         model = VPRModel(backbone_arch="dinov2_vitb14", backbone_config={"num_trainable_blocks": 2}, agg_arch="BoQ",
                          agg_config={"in_channels": 768, "proj_channels": 384, "num_queries": 64, "num_layers": 2,
                                      "row_dim": 32}, image_size=(322, 322))
-    release = prefixed("backbone.dino.", dinov2_layout(768, 12)) | prefixed("aggregator.", boq_layout(768, 384, 64, 2, 32))
-    assert boq_layout_module.is_layout(release)
-    assert boq_layout_module.to_ours(release) == shapes_of(model.state_dict())
+    assert boq_layout_module.is_layout(BOQ_DINOV2_12288)
+    assert boq_layout_module.to_ours(BOQ_DINOV2_12288) == shapes_of(model.state_dict())
     assert model.descriptor_dim == 12288
 
 
@@ -133,16 +141,14 @@ def test_boq_resnet50_16384_release_layout_maps_onto_ours():
         model = VPRModel(backbone_arch="resnet50", layers_to_crop=[4], agg_arch="BoQ",
                          agg_config={"in_channels": 1024, "proj_channels": 512, "num_queries": 64, "num_layers": 2,
                                      "row_dim": 32}, image_size=(320, 320))
-    release = prefixed("backbone.", resnet_sequential_layout("resnet50")) | prefixed("aggregator.", boq_layout(1024, 512, 64, 2, 32))
-    assert boq_layout_module.is_layout(release)
-    assert boq_layout_module.to_ours(release) == shapes_of(model.state_dict())
+    assert boq_layout_module.is_layout(BOQ_RESNET50_16384)
+    assert boq_layout_module.to_ours(BOQ_RESNET50_16384) == shapes_of(model.state_dict())
     assert model.descriptor_dim == 16384
 
 
 def test_boq_dinov2_release_loads_strictly_and_matches_the_authors(tiny_dinov2):
-    release = prefixed("backbone.dino.", dinov2_layout(32, 2)) | prefixed("aggregator.", boq_layout(32, 128, 4, 2, 3))
     model = VPRModel(**TINY_BOQ_DINOV2)
-    model.load_state_dict(boq_layout_module.to_ours(seeded_state_dict(release)), strict=True)
+    model.load_state_dict(boq_layout_module.to_ours(seeded_state_dict(TINY_BOQ_DINOV2_RELEASE)), strict=True)
     model.eval()
     images = seeded_image(70, 98, batch=2)
     with torch.no_grad():
@@ -154,20 +160,19 @@ def test_boq_dinov2_release_loads_strictly_and_matches_the_authors(tiny_dinov2):
 
 
 def test_boq_resnet_release_loads_strictly_and_matches_the_authors():
-    release = prefixed("backbone.", resnet_sequential_layout("resnet18")) | prefixed("aggregator.", boq_layout(256, 64, 4, 2, 2))
     model = VPRModel(**TINY_BOQ_RESNET)
-    model.load_state_dict(boq_layout_module.to_ours(seeded_state_dict(release)), strict=True)
+    model.load_state_dict(boq_layout_module.to_ours(seeded_state_dict(TINY_BOQ_RESNET_RELEASE)), strict=True)
     model.eval()
     with torch.no_grad():
         assert close(model(seeded_image(64, 64, batch=2)), "boq_resnet18_64x64")
 
 
 def test_boq_renames_name_the_keys_that_do_not_fit():
-    release = prefixed("backbone.", resnet_sequential_layout("resnet18")) | prefixed("aggregator.", boq_layout(256, 64, 4, 2, 2))
+    layout = TINY_BOQ_RESNET_RELEASE
     with pytest.raises(ValueError, match=r"not a BoQ release's key: backbone\.net\.3\.weight, head\.bias"):
-        boq_layout_module.to_ours({**release, "backbone.net.3.weight": (1,), "head.bias": (1,)})
+        boq_layout_module.to_ours({**layout, "backbone.net.3.weight": (1,), "head.bias": (1,)})
     model = VPRModel(**TINY_BOQ_RESNET)
-    incomplete = seeded_state_dict({k: v for k, v in release.items() if k != "aggregator.boqs.1.queries"})
+    incomplete = seeded_state_dict({k: v for k, v in layout.items() if k != "aggregator.boqs.1.queries"})
     with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "aggregator\.boqs\.1\.queries"'):
         model.load_state_dict(boq_layout_module.to_ours(incomplete), strict=True)
     assert not boq_layout_module.is_layout(model.state_dict())
@@ -186,7 +191,8 @@ def test_boq_attention_maps_leave_the_descriptor_unchanged():
         torch.testing.assert_close(attention.sum(dim=(2, 3)), torch.ones(2, 5))
 
 
-@pytest.mark.parametrize("proj_channels,message", [(32, "at least 64"), (129, "divisible by that head count; use e.g. 128")])
+@pytest.mark.parametrize("proj_channels,message", [
+    (32, "at least 64"), (129, "divisible by that head count; use e.g. 128")])
 def test_boq_proj_channels_must_split_into_heads_of_64(proj_channels, message):
     with pytest.raises(ValueError, match=rf"BoQ proj_channels={proj_channels}: .*{message}"):
         BoQ(in_channels=16, proj_channels=proj_channels)
@@ -212,17 +218,15 @@ def meta_state(layout: dict) -> dict:
 def test_architecture_is_read_back_from_the_released_layouts():
     from utils.architecture import describe_architecture, infer_architecture
 
-    salad = meta_state(prefixed("backbone.model.", dinov2_layout(768, 12)) | prefixed("aggregator.", salad_layout(768, 64, 128, 256)))
-    arch = infer_architecture(salad)
+    arch = infer_architecture(meta_state(SALAD_CKPT))
     assert arch == {"backbone_arch": "dinov2_vitb14", "agg_arch": "SALAD", "agg_config": SALAD_RELEASE["agg_config"]}
     described = describe_architecture(arch)
     assert "configs/salad_dinov2_8448.yaml" in described and '"return_token": true' in described
 
-    boq_dinov2 = meta_state(prefixed("backbone.dino.", dinov2_layout(768, 12)) | prefixed("aggregator.", boq_layout(768, 384, 64, 2, 32)))
-    assert infer_architecture(boq_dinov2) == {
+    assert infer_architecture(meta_state(BOQ_DINOV2_12288)) == {
         "backbone_arch": "dinov2_vitb14", "agg_arch": "BoQ",
         "agg_config": {"in_channels": 768, "proj_channels": 384, "num_queries": 64, "num_layers": 2, "row_dim": 32}}
-    boq_resnet = meta_state(prefixed("backbone.", resnet_sequential_layout("resnet50")) | prefixed("aggregator.", boq_layout(1024, 512, 64, 2, 32)))
-    arch = infer_architecture(boq_resnet)
-    assert (arch["backbone_arch"], arch["layers_to_crop"], arch["agg_config"]["proj_channels"]) == ("resnet50", [4], 512)
+    arch = infer_architecture(meta_state(BOQ_RESNET50_16384))
+    assert (arch["backbone_arch"], arch["layers_to_crop"]) == ("resnet50", [4])
+    assert arch["agg_config"]["proj_channels"] == 512
     assert "configs/boq_resnet50_16384.yaml" in describe_architecture(arch)

@@ -94,7 +94,8 @@ def test_unused_parameters_are_frozen(tiny_dinov2):
 
 
 @pytest.mark.parametrize("size,message", [
-    ((320, 320), r"divisible by its patch size 14; got 320 x 320. Use a height of 308 or 322 and a width of 308 or 322"),
+    ((320, 320), r"divisible by its patch size 14; got 320 x 320. Use a height of 308 or 322 and a width of "
+                 r"308 or 322"),
     ((224, 100), r"a height of 224 and a width of 98 or 112"),
 ])
 def test_image_size_not_divisible_by_14_names_the_sizes_that_fit(tiny_dinov2, size, message):

@@ -239,7 +239,8 @@ class DINOv2(nn.Module):
         """(D, H/14, W/14) for an image of ``image_size`` = (H, W); raises unless both divide by 14."""
         h, w = image_size
         if h % PATCH_SIZE or w % PATCH_SIZE:
-            fit = lambda n: sorted({max(PATCH_SIZE, n // PATCH_SIZE * PATCH_SIZE), math.ceil(n / PATCH_SIZE) * PATCH_SIZE})
+            fit = lambda n: sorted({max(PATCH_SIZE, n // PATCH_SIZE * PATCH_SIZE),
+                                    math.ceil(n / PATCH_SIZE) * PATCH_SIZE})
             raise ValueError(f"{self.model_name} needs image sizes divisible by its patch size {PATCH_SIZE}; got "
                              f"{h} x {w}. Use a height of {' or '.join(map(str, fit(h)))} and a width of "
                              f"{' or '.join(map(str, fit(w)))} (e.g. 224 x 224 or 322 x 322)")
