@@ -4,8 +4,9 @@ A bare state_dict (e.g. the authors' MixVPR release) carries no hyper-parameters
 shapes pin most of them down: the backbone (block counts and widths per ResNet stage, or the
 torchvision ``features`` layout), the cropped stages (absent ``layer4``), and the aggregator's
 settings (MixVPR: ``in_h * in_w`` from ``mix.0.mix.0.weight``, ``out_channels`` and ``out_rows`` from
-``channel_proj`` and ``row_proj``). Candidate backbones are built on the ``meta`` device: no memory,
-no weights, a fraction of a second each.
+``channel_proj`` and ``row_proj``; BoQ and SALAD from their projections and queries). Candidate
+backbones are built on the ``meta`` device: no memory, no weights, a fraction of a second each.
+A DINOv2 backbone's ``norm_layer`` and ``return_token`` hold no weights and cannot be told.
 """
 import json
 import math
@@ -18,7 +19,8 @@ import torch
 from utils.errors import UserError
 from utils.recipes import BASE_RECIPE, CONFIG_DIR, read_recipe
 
-from .backbones import BACKBONES, build_backbone
+from .backbones import BACKBONES, DINOV2_ARCHS, build_backbone
+from .layouts import to_our_layout
 
 # wrapper prefixes that DataParallel, DDP or an outer module put before every key
 PREFIXES = ("model.", "module.")
@@ -34,22 +36,30 @@ def _strip(state_dict: dict) -> dict:
 
 
 @lru_cache(maxsize=None)
-def _backbone_shapes(name: str, crop: tuple[int, ...]) -> tuple[dict, int, int]:
-    """({key: shape} of the backbone's state_dict, out_channels, stride), built on the meta device."""
+def _backbone_shapes(name: str, crop: Optional[tuple[int, ...]]) -> tuple[dict, int, int]:
+    """({key: shape} of the backbone's state_dict, out_channels, stride), built on the meta device;
+    ``crop`` None for a ViT (no stages to crop)."""
+    cnn = {} if crop is None else {"layers_to_freeze": -1, "layers_to_crop": list(crop)}
     with torch.device("meta"):
-        backbone = build_backbone(name, pretrained=False, layers_to_freeze=-1, layers_to_crop=list(crop))
+        backbone = build_backbone(name, pretrained=False, **cnn)
     return {k: tuple(v.shape) for k, v in backbone.state_dict().items()}, backbone.out_channels, backbone.stride
 
 
-def infer_backbone(state_dict: dict) -> Optional[tuple[str, list[int], int, int]]:
-    """(backbone_arch, layers_to_crop, out_channels, stride) whose keys and shapes equal the
-    ``backbone.`` entries of ``state_dict``, or None when no registered backbone fits."""
+def infer_backbone(state_dict: dict) -> Optional[tuple[str, Optional[list[int]], int, int]]:
+    """(backbone_arch, layers_to_crop (None for a ViT), out_channels, stride) whose keys and shapes equal
+    the ``backbone.`` entries of ``state_dict``, or None when no registered backbone fits."""
     shapes = {k[len("backbone."):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith("backbone.")}
     if not shapes:
         return None
+    if "model.pos_embed" in shapes:
+        for name in DINOV2_ARCHS:
+            expected, channels, stride = _backbone_shapes(name, None)
+            if expected == shapes:
+                return name, None, channels, stride
+        return None
     resnet_like = any(k.startswith("model.layer1.") for k in shapes)
     for name in BACKBONES:
-        if resnet_like != name.startswith(("resnet", "resnext", "wide_resnet")):
+        if name in DINOV2_ARCHS or resnet_like != name.startswith(("resnet", "resnext", "wide_resnet")):
             continue
         for crop in CROPS:
             try:
@@ -78,6 +88,15 @@ def infer_aggregator(state_dict: dict) -> Optional[tuple[str, dict]]:
             config["mlp_ratio"] = int(ratio) if float(ratio).is_integer() else ratio
         config["out_rows"] = out_rows
         return "MixVPR", config
+    if "proj_c.weight" in agg and "fc.weight" in agg:
+        proj_channels, in_channels = agg["proj_c.weight"][:2]
+        layers = len({k.split(".")[1] for k in agg if k.startswith("boqs.")})
+        return "BoQ", {"in_channels": in_channels, "proj_channels": proj_channels,
+                       "num_queries": agg["boqs.0.queries"][1], "num_layers": layers, "row_dim": agg["fc.weight"][0]}
+    if "dust_bin" in agg:
+        return "SALAD", {"num_channels": agg["score.0.weight"][1], "num_clusters": agg["score.3.weight"][0],
+                         "cluster_dim": agg["cluster_features.3.weight"][0],
+                         "token_dim": agg["token_features.2.weight"][0]}
     if "centroids" in agg:
         clusters, channels = agg["centroids"]
         return "NetVLAD", {"in_channels": channels, "num_clusters": clusters}
@@ -95,14 +114,20 @@ def infer_aggregator(state_dict: dict) -> Optional[tuple[str, dict]]:
 
 def infer_architecture(state_dict: dict) -> dict:
     """VPRModel arguments that fit ``state_dict`` as far as its keys and shapes tell: backbone_arch,
-    layers_to_crop, agg_arch, agg_config and, for MixVPR with a square map, image_size. Keys that cannot
-    be told are absent."""
+    layers_to_crop (CNNs), agg_arch, agg_config and, for MixVPR with a square map, image_size. Keys that
+    cannot be told are absent. A release's keys (BoQ, Lightweight-MixVPR) are read as ours (models.layouts)."""
     state_dict = _strip(state_dict)
+    try:
+        state_dict, _ = to_our_layout(state_dict)
+    except ValueError:
+        pass  # not all of it is the release's: infer what the keys as they are tell
     arch: dict = {}
     backbone = infer_backbone(state_dict)
     stride = None
     if backbone is not None:
-        arch["backbone_arch"], arch["layers_to_crop"], _, stride = backbone
+        arch["backbone_arch"], crop, _, stride = backbone
+        if crop is not None:
+            arch["layers_to_crop"] = crop
     aggregator = infer_aggregator(state_dict)
     if aggregator is not None:
         arch["agg_arch"], arch["agg_config"] = aggregator
@@ -156,6 +181,10 @@ def describe_architecture(arch: dict, config_dir: Path = CONFIG_DIR) -> str:
     configs = matching_configs(arch, config_dir)
     if configs:
         lines.append("  matching config(s): " + ", ".join(str(p.relative_to(config_dir.parent)) for p in configs))
+    if arch.get("backbone_arch", "").startswith("dinov2"):
+        lines.append("  (DINOv2's backbone_config is not stored in the weights: SALAD's release uses "
+                     "{\"num_trainable_blocks\": 4, \"return_token\": true, \"norm_layer\": true}, BoQ's "
+                     "{\"num_trainable_blocks\": 2})")
     if arch.get("agg_arch") == "ConvAP":
         lines.append("  (ConvAP's s1/s2 are not stored in the weights: check them against your training run)")
     return "\n".join(lines)

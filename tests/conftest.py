@@ -20,3 +20,19 @@ torch.set_num_threads(1)
 def synthetic(tmp_path_factory) -> dict:
     """{'gsv_cities': root, 'pitts': root, 'msls': root} of the tiny synthetic data sets."""
     return generate_synthetic(tmp_path_factory.mktemp("synthetic"), scale="tiny", seed=0)
+
+
+@pytest.fixture
+def tiny_dinov2(monkeypatch) -> dict:
+    """Registers test-only DINOv2 sizes (width 32, depth 2, 2 heads; the real 37 x 37 position grid):
+    ``dinov2_vitt14`` (MLP) and ``dinov2_vitt14_swiglu`` (ViT-g's SwiGLU). Returns {name: size}."""
+    from functools import partial
+
+    from models.backbones import BACKBONES
+    from models.backbones.dinov2 import DINOV2_ARCHS, DINOv2, ViTSize
+
+    sizes = {"dinov2_vitt14": ViTSize(32, 2, 2), "dinov2_vitt14_swiglu": ViTSize(32, 2, 2, "swiglu")}
+    for name, size in sizes.items():
+        monkeypatch.setitem(DINOV2_ARCHS, name, size)
+        monkeypatch.setitem(BACKBONES, name, partial(DINOv2, name))
+    return sizes

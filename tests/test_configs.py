@@ -46,3 +46,28 @@ def test_published_configs_follow_the_paper_recipe():
         assert (model["loss_name"], model["miner_name"]) == ("MultiSimilarityLoss", "MultiSimilarityMiner")
         assert (data["batch_size"], data["img_per_place"], data["image_size"]) == (120, 4, [320, 320])
         assert cfg["trainer"]["precision"] == "16-mixed" and cfg["trainer"]["max_epochs"] == 80
+
+
+@pytest.mark.parametrize("stem,recipe", [
+    # (trainable blocks or frozen stages, lr, weight decay, places per batch, train size, epochs)
+    ("salad_dinov2_8448", (4, 6e-5, 9.5e-9, 60, [224, 224], 4)),
+    ("boq_dinov2_12288", (2, 1e-4, 1e-4, 128, [224, 224], 40)),
+    ("boq_resnet50_16384", (1, 1e-4, 1e-4, 128, [320, 320], 40)),
+])
+def test_release_configs_build_the_released_architecture_with_its_recipe(stem, recipe):
+    import torch
+
+    from main import VPRModel
+
+    cfg = read_recipe(CONFIGS[0].parent / f"{stem}.yaml")
+    model, data = cfg["model"], cfg["data"]
+    with torch.device("meta"):
+        network = VPRModel(**{**model, "pretrained": False, "image_size": data["image_size"]})
+    assert network.descriptor_dim == int(stem.rsplit("_", 1)[1])
+    trainable = (model["backbone_config"]["num_trainable_blocks"] if "backbone_config" in model
+                 else model["layers_to_freeze"])
+    assert (trainable, model["lr"], model["weight_decay"], data["batch_size"], data["image_size"],
+            cfg["trainer"]["max_epochs"]) == recipe
+    assert model["optimizer"] == "adamw" and cfg["trainer"]["precision"] == "16-mixed"
+    # evaluated at the authors' test size
+    assert data["eval_image_size"] == ([384, 384] if "resnet50" in stem else [322, 322])

@@ -64,6 +64,8 @@ def test_mixvpr_forward_follows_the_paper():
     ("ConvAP", {"in_channels": 16, "out_channels": 8, "s1": 2, "s2": 2}, 32),
     ("CosPlace", {"in_channels": 16, "out_dim": 12}, 12),
     ("NetVLAD", {"in_channels": 16, "num_clusters": 4}, 64),
+    ("BoQ", {"in_channels": 16, "proj_channels": 64, "num_queries": 3, "num_layers": 1, "row_dim": 2}, 128),
+    ("SALAD", {"num_channels": 16, "num_clusters": 4, "cluster_dim": 3, "token_dim": 5}, 17),
 ])
 def test_aggregator_output_shape_and_unit_norm(name, config, dim):
     agg = build_aggregator(name, **config)
@@ -196,6 +198,6 @@ def test_load_weights_takes_the_release_file_and_lightning_prefixes(tmp_path):
 
 
 def test_aggregator_registry_names_are_exact():
-    assert set(AGGREGATORS) == {"mixvpr", "gem", "convap", "cosplace", "netvlad"}
+    assert set(AGGREGATORS) == {"mixvpr", "gem", "convap", "cosplace", "netvlad", "boq", "salad"}
     with pytest.raises(ValueError, match="unknown aggregator 'mix'"):
         build_aggregator("mix")

@@ -1,0 +1,41 @@
+"""Deterministic pseudo-random weights and inputs for comparing our models with the authors' code.
+
+Values depend only on (key name, shape, seed), not on module order, so a state_dict built from a layout
+written in a test and one read off the authors' model get the same numbers. The reference outputs in
+tests/data were computed by running the authors' code (outside this repository) on these weights.
+"""
+import math
+import zlib
+
+import torch
+from torch import Tensor
+
+
+def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0,
+                      gain: dict[str, float] | None = None) -> dict[str, Tensor]:
+    """{key: tensor} for a {key: shape} layout: matrices and kernels ~ N(0, 1/fan_in), BatchNorm running
+    variances in [0.5, 1.5), counters 0, everything else (biases, norms, embeddings, scales) ~ N(0, 0.25);
+    the keys in ``gain`` multiplied by their factor."""
+    out = {}
+    for key, shape in shapes.items():
+        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+        if key.endswith("num_batches_tracked"):
+            out[key] = torch.zeros(shape, dtype=torch.long)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(shape, generator=g) + 0.5
+        elif key.endswith("weight") and len(shape) >= 2:
+            out[key] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+        else:
+            out[key] = 0.5 * torch.randn(shape, generator=g)
+        out[key] = out[key] * (gain or {}).get(key, 1)
+    return out
+
+
+def seeded_image(height: int, width: int, batch: int = 1, seed: int = 0) -> Tensor:
+    """(batch, 3, height, width) standard-normal input."""
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def shapes_of(state_dict: dict) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a state_dict."""
+    return {k: tuple(v.shape) for k, v in state_dict.items()}

@@ -1,0 +1,82 @@
+"""Key -> shape layouts of the released weights, written down from the projects' published structure
+(DINOv2's block structure, SALAD's and BoQ's module lists, torchvision's ResNet), independently of our
+model code, so that tests can check our state_dicts against them."""
+import torch
+import torchvision
+
+
+def dinov2_layout(embed_dim: int, depth: int, swiglu: bool = False, grid: int = 37) -> dict:
+    """The official DINOv2 hub model (patch 14, layer scale, MLP ratio 4, no registers, unchunked blocks)."""
+    d = embed_dim
+    layout = {"cls_token": (1, 1, d), "pos_embed": (1, 1 + grid * grid, d), "mask_token": (1, d),
+              "patch_embed.proj.weight": (d, 3, 14, 14), "patch_embed.proj.bias": (d,),
+              "norm.weight": (d,), "norm.bias": (d,)}
+    hidden = (int(4 * d * 2 / 3) + 7) // 8 * 8  # SwiGLU width: 2/3 of 4D, rounded up to a multiple of 8
+    for i in range(depth):
+        b = f"blocks.{i}."
+        layout |= {b + "norm1.weight": (d,), b + "norm1.bias": (d,),
+                   b + "attn.qkv.weight": (3 * d, d), b + "attn.qkv.bias": (3 * d,),
+                   b + "attn.proj.weight": (d, d), b + "attn.proj.bias": (d,), b + "ls1.gamma": (d,),
+                   b + "norm2.weight": (d,), b + "norm2.bias": (d,), b + "ls2.gamma": (d,)}
+        if swiglu:
+            layout |= {b + "mlp.w12.weight": (2 * hidden, d), b + "mlp.w12.bias": (2 * hidden,),
+                       b + "mlp.w3.weight": (d, hidden), b + "mlp.w3.bias": (d,)}
+        else:
+            layout |= {b + "mlp.fc1.weight": (4 * d, d), b + "mlp.fc1.bias": (4 * d,),
+                       b + "mlp.fc2.weight": (d, 4 * d), b + "mlp.fc2.bias": (d,)}
+    return layout
+
+
+def salad_layout(channels: int, clusters: int, cluster_dim: int, token_dim: int) -> dict:
+    """SALAD's aggregator: three two-layer heads of hidden width 512 and the dustbin score."""
+    return {"token_features.0.weight": (512, channels), "token_features.0.bias": (512,),
+            "token_features.2.weight": (token_dim, 512), "token_features.2.bias": (token_dim,),
+            "cluster_features.0.weight": (512, channels, 1, 1), "cluster_features.0.bias": (512,),
+            "cluster_features.3.weight": (cluster_dim, 512, 1, 1), "cluster_features.3.bias": (cluster_dim,),
+            "score.0.weight": (512, channels, 1, 1), "score.0.bias": (512,),
+            "score.3.weight": (clusters, 512, 1, 1), "score.3.bias": (clusters,),
+            "dust_bin": ()}
+
+
+def _attention(prefix: str, d: int) -> dict:
+    return {prefix + "in_proj_weight": (3 * d, d), prefix + "in_proj_bias": (3 * d,),
+            prefix + "out_proj.weight": (d, d), prefix + "out_proj.bias": (d,)}
+
+
+def boq_layout(in_channels: int, dim: int, queries: int, layers: int, row_dim: int) -> dict:
+    """BoQ's aggregator: 3x3 projection, L blocks (encoder layer, queries, self- and cross-attention), fc."""
+    d = dim
+    layout = {"proj_c.weight": (d, in_channels, 3, 3), "proj_c.bias": (d,),
+              "norm_input.weight": (d,), "norm_input.bias": (d,),
+              "fc.weight": (row_dim, layers * queries), "fc.bias": (row_dim,)}
+    for i in range(layers):
+        b = f"boqs.{i}."
+        layout |= _attention(b + "encoder.self_attn.", d)
+        layout |= {b + "encoder.linear1.weight": (4 * d, d), b + "encoder.linear1.bias": (4 * d,),
+                   b + "encoder.linear2.weight": (d, 4 * d), b + "encoder.linear2.bias": (d,),
+                   b + "encoder.norm1.weight": (d,), b + "encoder.norm1.bias": (d,),
+                   b + "encoder.norm2.weight": (d,), b + "encoder.norm2.bias": (d,),
+                   b + "queries": (1, queries, d),
+                   b + "norm_q.weight": (d,), b + "norm_q.bias": (d,),
+                   b + "norm_out.weight": (d,), b + "norm_out.bias": (d,)}
+        layout |= _attention(b + "self_attn.", d) | _attention(b + "cross_attn.", d)
+    return layout
+
+
+def resnet_sequential_layout(arch: str) -> dict:
+    """BoQ's ResNet: torchvision's conv1, bn1, (relu, maxpool), layer1..layer3 as nn.Sequential items 0..6."""
+    positions = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6}
+    with torch.device("meta"):
+        trunk = getattr(torchvision.models, arch)(weights=None).state_dict()
+    return {f"net.{positions[k.split('.')[0]]}.{k.split('.', 1)[1]}": tuple(v.shape)
+            for k, v in trunk.items() if k.split(".")[0] in positions}
+
+
+def prefixed(prefix: str, layout: dict) -> dict:
+    """``layout`` with ``prefix`` before every key."""
+    return {prefix + k: v for k, v in layout.items()}
+
+
+def release(backbone: dict, aggregator: dict) -> dict:
+    """A release's layout: the (prefixed) backbone entries and the aggregator's under ``aggregator.``."""
+    return backbone | prefixed("aggregator.", aggregator)
