@@ -42,15 +42,20 @@ def _backbone_shapes(name: str, crop: tuple[int, ...]) -> tuple[dict, int, int]:
 
 def infer_backbone(state_dict: dict) -> Optional[tuple[str, list[int], int, int]]:
     """(backbone_arch, layers_to_crop, out_channels, stride) whose keys and shapes equal the
-    ``backbone.`` entries of ``state_dict``, or None when no registered backbone fits."""
+    ``backbone.`` entries of ``state_dict``, or None when no registered backbone fits. The
+    Lightweight-MixVPR project's saved layout (its EfficientNet classifier, its Swin-V2 key names) is
+    mapped to ours first."""
     from models.backbones import BACKBONES
+    from models.layouts import lightweight
 
+    if lightweight.is_layout(state_dict):
+        state_dict = lightweight.to_ours(state_dict)
     shapes = {k[len("backbone."):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith("backbone.")}
     if not shapes:
         return None
-    resnet_like = any(k.startswith("model.layer1.") for k in shapes)
-    for name in BACKBONES:
-        if resnet_like != name.startswith(("resnet", "resnext", "wide_resnet")):
+    for name, constructor in BACKBONES.items():
+        # building a candidate takes up to seconds: first the one key every state_dict of its class holds
+        if constructor.func.FIRST_KEY not in shapes:
             continue
         for crop in CROPS:
             try:

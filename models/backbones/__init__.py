@@ -1,4 +1,12 @@
-"""Backbones: name -> constructor. Every backbone exposes ``out_channels`` and ``stride``."""
+"""Backbones: name -> constructor. Every backbone exposes ``out_channels`` and ``stride``, and its class
+``FIRST_KEY``, a key every state_dict of that class holds (to match weights to candidate backbones).
+
+``resnet*``, ``torchvision_*`` and ``mobilenet_v3_*``: torchvision trunks staged like the ResNets
+(``layers_to_crop=[4]`` cuts them at stride 16). ``efficientnet_b0`` .. ``efficientnet_b4``,
+``mobilenet_v2`` and ``swinv2_base_window12to16_192to256_22kft1k``: the Lightweight-MixVPR project's
+networks under its names, built as its code builds them, so that its constructor calls and saved
+weights work here (``models.layouts.lightweight`` maps the weights).
+"""
 from functools import partial
 
 from torch import nn
@@ -6,11 +14,18 @@ from torch import nn
 from .efficientnet import EFFICIENTNETS, EfficientNet
 from .mobilenet import MOBILENETS, MobileNet
 from .resnet import RESNETS, ResNet
+from .swin import SWINS, SwinV2
+from .timm_efficientnet import TIMM_EFFICIENTNETS, TimmEfficientNet
+from .upsampled_mobilenet import UpsampledMobileNetV2
 
 BACKBONES = {
     **{name: partial(ResNet, name) for name in RESNETS},
     **{name: partial(MobileNet, name) for name in MOBILENETS},
     **{name: partial(EfficientNet, name) for name in EFFICIENTNETS},
+    # the Lightweight-MixVPR project's networks
+    **{name: partial(TimmEfficientNet, name) for name in TIMM_EFFICIENTNETS},
+    "mobilenet_v2": partial(UpsampledMobileNetV2, "mobilenet_v2"),
+    **{name: partial(SwinV2, name) for name in SWINS},
 }
 
 

@@ -30,6 +30,8 @@ class ResNet(nn.Module):
     layers_to_freeze: ``k`` freezes conv1/bn1 and layer1..layer k; ``-1`` freezes nothing.
     """
 
+    FIRST_KEY = "model.conv1.weight"  # in every state_dict of this class: how weights are matched to it
+
     def __init__(self, model_name: str = "resnet50", pretrained: bool = True, layers_to_freeze: int = 2,
                  layers_to_crop: Sequence[int] = ()):
         super().__init__()
