@@ -1,6 +1,6 @@
 """What a model costs at deployment: parameters, multiply-accumulates, descriptor size, CPU speed.
 
-    python bench/model_costs.py                      # the four reference configurations at 320 x 320
+    python bench/model_costs.py                      # the reference configurations at 320 x 320
     python bench/model_costs.py --models resnet18-1024 --reps 5
 
 Per model: parameters; MACs of one image (convolutions and matrix products, counted by
@@ -33,13 +33,24 @@ from models.distillation import Teacher  # noqa: E402
 from models.export import export_onnx  # noqa: E402
 
 # name -> (VPRModel arguments, repetitions weight: 1 = full count). MixVPR as published: 4 mixer
-# layers, mlp_ratio 1, 4 output rows; layer4 cropped (stride 16, 20 x 20 maps at 320 x 320).
+# layers, mlp_ratio 1, 4 output rows. Ours: ResNets and torchvision trunks cut after stage 3 (stride 16,
+# 20 x 20 maps at 320 x 320). "(Lightweight-MixVPR)": that project's networks, built by its constructor
+# calls: the whole timm EfficientNet-B0 trunk (stride 32, 10 x 10), its MobileNetV2 with the 512-channel
+# head upsampled to 20 x 20, its distilled ResNet18 student.
 MODELS = {
     "resnet50-4096 (teacher)": (dict(backbone_arch="resnet50", agg_config=dict(out_channels=1024, out_rows=4)), 0.34),
     "resnet18-1024": (dict(backbone_arch="resnet18", agg_config=dict(out_channels=256, out_rows=4)), 1.0),
-    "mobilenet_v2-2048": (dict(backbone_arch="mobilenet_v2", agg_config=dict(out_channels=512, out_rows=4)), 1.0),
+    "torchvision_mobilenet_v2-2048 (stride 16)": (
+        dict(backbone_arch="torchvision_mobilenet_v2", agg_config=dict(out_channels=512, out_rows=4)), 1.0),
     # 32 channels x 4 rows: the compact 128-d descriptor
-    "efficientnet_b0-128": (dict(backbone_arch="efficientnet_b0", agg_config=dict(out_channels=32, out_rows=4)), 1.0),
+    "torchvision_efficientnet_b0-128 (stride 16)": (
+        dict(backbone_arch="torchvision_efficientnet_b0", agg_config=dict(out_channels=32, out_rows=4)), 1.0),
+    "efficientnet_b0-128 (Lightweight-MixVPR)": (
+        dict(backbone_arch="efficientnet_b0", layers_to_freeze=2, agg_config=dict(out_channels=32, out_rows=4)), 1.0),
+    "mobilenet_v2-1024 (Lightweight-MixVPR)": (
+        dict(backbone_arch="mobilenet_v2", agg_config=dict(out_channels=256, out_rows=4)), 1.0),
+    "resnet18-512 (Lightweight-MixVPR student)": (
+        dict(backbone_arch="resnet18", agg_config=dict(out_channels=128, out_rows=4)), 1.0),
 }
 MIXVPR = dict(agg_arch="MixVPR", layers_to_crop=[4], pretrained=False)
 MIXER = dict(mix_depth=4, mlp_ratio=1)

@@ -47,7 +47,7 @@ def _backbone_shapes(name: str, crop: Optional[tuple[int, ...]]) -> tuple[dict, 
 
 def infer_backbone(state_dict: dict) -> Optional[tuple[str, Optional[list[int]], int, int]]:
     """(backbone_arch, layers_to_crop (None for a ViT), out_channels, stride) whose keys and shapes equal
-    the ``backbone.`` entries of ``state_dict``, or None when no registered backbone fits."""
+    the ``backbone.`` entries of ``state_dict`` (in our layout), or None when no registered backbone fits."""
     shapes = {k[len("backbone."):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith("backbone.")}
     if not shapes:
         return None
@@ -57,9 +57,9 @@ def infer_backbone(state_dict: dict) -> Optional[tuple[str, Optional[list[int]],
             if expected == shapes:
                 return name, None, channels, stride
         return None
-    resnet_like = any(k.startswith("model.layer1.") for k in shapes)
-    for name in BACKBONES:
-        if name in DINOV2_ARCHS or resnet_like != name.startswith(("resnet", "resnext", "wide_resnet")):
+    for name, constructor in BACKBONES.items():
+        # building a candidate takes up to seconds: first the one key every state_dict of its class holds
+        if name in DINOV2_ARCHS or getattr(constructor.func, "FIRST_KEY", None) not in shapes:
             continue
         for crop in CROPS:
             try:

@@ -70,7 +70,10 @@ def to_layout_of(state_dict: dict, model: nn.Module) -> tuple[dict, str]:
         if state_dict and all(k.startswith(prefix) for k in state_dict) and not any(k.startswith(prefix) for k in own):
             state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
             break
-    state_dict, layout = to_our_layout(state_dict)
+    try:
+        state_dict, layout = to_our_layout(state_dict)
+    except ValueError as err:  # a release's layout recognised, but some of its keys cannot be placed
+        raise CheckpointError(str(err)) from None
     state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(TRAINING_ONLY)}
     return state_dict, layout
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from main import VPRModel
+from main import VPRModel, load_weights
 from models.aggregators import BoQ, SALAD
 from models.aggregators.salad import log_optimal_transport
 from models.layouts import boq as boq_layout_module
@@ -146,9 +146,11 @@ def test_boq_resnet50_16384_release_layout_maps_onto_ours():
     assert model.descriptor_dim == 16384
 
 
-def test_boq_dinov2_release_loads_strictly_and_matches_the_authors(tiny_dinov2):
+def test_boq_dinov2_release_loads_strictly_and_matches_the_authors(tiny_dinov2, tmp_path):
     model = VPRModel(**TINY_BOQ_DINOV2)
-    model.load_state_dict(boq_layout_module.to_ours(seeded_state_dict(TINY_BOQ_DINOV2_RELEASE)), strict=True)
+    # the release file through the one public loader, which renames backbone.dino.* and loads strictly
+    torch.save(seeded_state_dict(TINY_BOQ_DINOV2_RELEASE), tmp_path / "dinov2_12288.pth")
+    load_weights(model, tmp_path / "dinov2_12288.pth")
     model.eval()
     images = seeded_image(70, 98, batch=2)
     with torch.no_grad():
@@ -159,9 +161,10 @@ def test_boq_dinov2_release_loads_strictly_and_matches_the_authors(tiny_dinov2):
         assert close(attention.flatten(2), f"boq_dinov2_70x98_attention{i}")
 
 
-def test_boq_resnet_release_loads_strictly_and_matches_the_authors():
+def test_boq_resnet_release_loads_strictly_and_matches_the_authors(tmp_path):
     model = VPRModel(**TINY_BOQ_RESNET)
-    model.load_state_dict(boq_layout_module.to_ours(seeded_state_dict(TINY_BOQ_RESNET_RELEASE)), strict=True)
+    torch.save(seeded_state_dict(TINY_BOQ_RESNET_RELEASE), tmp_path / "resnet50_16384.pth")
+    load_weights(model, tmp_path / "resnet50_16384.pth")
     model.eval()
     with torch.no_grad():
         assert close(model(seeded_image(64, 64, batch=2)), "boq_resnet18_64x64")

@@ -1,4 +1,4 @@
-"""MobileNet and EfficientNet backbones: staged, cropped and frozen like the ResNets."""
+"""torchvision MobileNet and EfficientNet backbones: staged, cropped and frozen like the ResNets."""
 import pytest
 import torch
 import torchvision
@@ -58,7 +58,8 @@ def test_vpr_model_derives_mixvpr_input_from_lightweight_backbone(name):
     torch.testing.assert_close(descriptors.norm(dim=1), torch.ones(2))
 
 
-@pytest.mark.parametrize("name, stem_end, stage2_end", [("mobilenet_v2", 2, 7), ("efficientnet_b0", 2, 4),
+@pytest.mark.parametrize("name, stem_end, stage2_end", [("torchvision_mobilenet_v2", 2, 7),
+                                                         ("torchvision_efficientnet_b0", 2, 4),
                                                          ("mobilenet_v3_small", 1, 4)])
 def test_layers_to_freeze_freezes_stem_then_stages(name, stem_end, stage2_end):
     def trainable_blocks(freeze):
@@ -76,15 +77,15 @@ def test_layers_to_freeze_freezes_stem_then_stages(name, stem_end, stage2_end):
 
 @pytest.mark.parametrize("crop, last_block", [([], 18), ([4], 13), ([3, 4], 6)])
 def test_cropped_stages_and_classifier_absent_from_state_dict(crop, last_block):
-    keys = build_backbone("mobilenet_v2", pretrained=False, layers_to_crop=crop).state_dict()
+    keys = build_backbone("torchvision_mobilenet_v2", pretrained=False, layers_to_crop=crop).state_dict()
     assert all(k.startswith("model.features.") for k in keys)
     assert max(_feature_index(k) for k in keys) == last_block
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_large", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "torchvision_efficientnet_b0"])
 def test_state_dict_keys_are_torchvisions_under_model_prefix(name):
     ours = build_backbone(name, pretrained=False, layers_to_crop=[4]).state_dict()
-    theirs = getattr(torchvision.models, name)(weights=None).state_dict()
+    theirs = getattr(torchvision.models, name.removeprefix("torchvision_"))(weights=None).state_dict()
     for key, value in ours.items():
         assert key.startswith("model.")
         assert theirs[key[len("model."):]].shape == value.shape
@@ -107,7 +108,7 @@ def test_pretrained_loads_cached_imagenet_weights(tmp_path, monkeypatch):
 ])
 def test_invalid_crop_or_freeze_says_what_is_allowed(config, message):
     with pytest.raises(ValueError, match=message):
-        build_backbone("efficientnet_b0", pretrained=False, **config)
+        build_backbone("torchvision_efficientnet_b0", pretrained=False, **config)
 
 
 def test_unknown_backbone_lists_lightweight_choices():

@@ -1,7 +1,13 @@
-"""Backbones: name -> constructor. Every backbone exposes ``out_channels`` and ``stride``.
+"""Backbones: name -> constructor. Every backbone exposes ``out_channels`` and ``stride``, and its class
+``FIRST_KEY``, a key every state_dict of that class holds (to match weights to candidate backbones).
 
-CNNs take ``pretrained``, ``layers_to_freeze`` and ``layers_to_crop``; the DINOv2 ViTs take ``pretrained``,
-``num_trainable_blocks``, ``return_token`` and ``norm_layer``."""
+``resnet*``, ``torchvision_*`` and ``mobilenet_v3_*``: torchvision trunks staged like the ResNets
+(``layers_to_crop=[4]`` cuts them at stride 16). ``efficientnet_b0`` .. ``efficientnet_b4``,
+``mobilenet_v2`` and ``swinv2_base_window12to16_192to256_22kft1k``: the Lightweight-MixVPR project's
+networks under its names, built as its code builds them, so that its constructor calls and saved
+weights work here (``models.layouts.lightweight`` maps the weights). ``dinov2_vit*14``: the DINOv2 ViTs,
+which take ``num_trainable_blocks``, ``return_token`` and ``norm_layer`` instead of the CNNs' settings.
+"""
 import inspect
 from functools import partial
 
@@ -13,12 +19,19 @@ from .dinov2 import DINOV2_ARCHS, DINOv2
 from .efficientnet import EFFICIENTNETS, EfficientNet
 from .mobilenet import MOBILENETS, MobileNet
 from .resnet import RESNETS, ResNet
+from .swin import SWINS, SwinV2
+from .timm_efficientnet import TIMM_EFFICIENTNETS, TimmEfficientNet
+from .upsampled_mobilenet import UpsampledMobileNetV2
 
 BACKBONES = {
     **{name: partial(ResNet, name) for name in RESNETS},
     **{name: partial(MobileNet, name) for name in MOBILENETS},
     **{name: partial(EfficientNet, name) for name in EFFICIENTNETS},
     **{name: partial(DINOv2, name) for name in DINOV2_ARCHS},
+    # the Lightweight-MixVPR project's networks
+    **{name: partial(TimmEfficientNet, name) for name in TIMM_EFFICIENTNETS},
+    "mobilenet_v2": partial(UpsampledMobileNetV2, "mobilenet_v2"),
+    **{name: partial(SwinV2, name) for name in SWINS},
 }
 BACKBONE_NAMES = tuple(BACKBONES)
 

@@ -210,6 +210,8 @@ class DINOv2(nn.Module):
     distributed training needs no unused-parameter search. ``out_channels`` = D, ``stride`` = 14.
     """
 
+    FIRST_KEY = "model.cls_token"  # in every state_dict of this class: how weights are matched to it
+
     def __init__(self, model_name: str = "dinov2_vitb14", pretrained: bool = False, num_trainable_blocks: int = 2,
                  return_token: bool = False, norm_layer: bool = False):
         super().__init__()
@@ -220,8 +222,7 @@ class DINOv2(nn.Module):
         self.model_name = model_name
         self.model = VisionTransformer(size)
         if pretrained:
-            load_pretrained_weights(self.model, WEIGHTS_URL.format(name=model_name), model_name,
-                                    kind="DINOv2 (LVD-142M) weights")
+            self.load_pretrained()
         self.num_trainable_blocks = num_trainable_blocks
         self.return_token = return_token
         self.norm_layer = norm_layer
@@ -234,6 +235,11 @@ class DINOv2(nn.Module):
             for frozen in (self.model.cls_token, self.model.pos_embed, self.model.patch_embed,
                            *self.model.blocks[:self.num_frozen_blocks]):
                 frozen.requires_grad_(False)
+
+    def load_pretrained(self) -> None:
+        """Load the official DINOv2 weights (torch.hub's cache, else downloaded once)."""
+        load_pretrained_weights(self.model, WEIGHTS_URL.format(name=self.model_name), self.model_name,
+                                kind="DINOv2 (LVD-142M) weights")
 
     def feature_map_shape(self, image_size: Sequence[int]) -> tuple[int, int, int]:
         """(D, H/14, W/14) for an image of ``image_size`` = (H, W); raises unless both divide by 14."""

@@ -1,9 +1,11 @@
-"""Pretrained backbone weights (torchvision's ImageNet weights, DINOv2's), with a clear message when they
-cannot be fetched (offline)."""
+"""Pretrained backbone weights (torchvision's and timm's ImageNet weights, DINOv2's), with a clear message
+when they cannot be fetched (offline)."""
 from pathlib import Path
 
 import torch
 from torch import nn
+
+PRETRAINED_FALSE = "train from scratch with pretrained=False (command line: --model.pretrained false)"
 
 
 def load_pretrained_weights(model: nn.Module, url: str, arch: str, kind: str = "ImageNet weights") -> None:
@@ -20,8 +22,7 @@ def load_pretrained_weights(model: nn.Module, url: str, arch: str, kind: str = "
     except Exception as err:  # URLError, HTTPError, socket errors: all mean "not available here"
         raise RuntimeError(
             f"cannot load {kind} for {arch}: {cache} is not cached and the download from "
-            f"{url} failed ({type(err).__name__}: {err}). Either train from scratch with "
-            f"pretrained=False (command line: --model.pretrained false), or download that file on a "
+            f"{url} failed ({type(err).__name__}: {err}). Either {PRETRAINED_FALSE}, or download that file on a "
             f"machine that is online and copy it to {cache} (the folder is $TORCH_HOME/hub/checkpoints)."
         ) from err
     own = model.state_dict()
@@ -34,3 +35,38 @@ def load_pretrained_weights(model: nn.Module, url: str, arch: str, kind: str = "
 def load_imagenet_weights(model: nn.Module, weights, arch: str) -> None:
     """Load torchvision ``weights`` (a ``WeightsEnum`` member) into ``model`` in place."""
     load_pretrained_weights(model, weights.url, arch)
+
+
+def create_timm_model(timm_name: str, pretrained: bool, arch: str, **kwargs) -> nn.Module:
+    """timm's model ``timm_name`` (``architecture.tag``, the tag naming its pretrained weights), built
+    with ``kwargs``; with its pretrained weights when ``pretrained``.
+
+    timm keeps weights in the Hugging Face cache (``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``).
+    Weights found there load without touching the network; otherwise timm downloads them, and a failed
+    download says where to put them, or how to train without them. ``pretrained=False`` never touches
+    the network.
+    """
+    # timm takes seconds to import: only pay for it when a timm backbone is built
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not pretrained:
+        return timm.create_model(timm_name, pretrained=False, **kwargs)
+    repo = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
+    cache = Path(constants.HF_HUB_CACHE)
+    for filename in ("model.safetensors", "pytorch_model.bin"):  # timm's order
+        cached = try_to_load_from_cache(repo, filename, cache_dir=cache)
+        if isinstance(cached, str):
+            return timm.create_model(timm_name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs)
+    try:
+        return timm.create_model(timm_name, pretrained=True, **kwargs)
+    except Exception as err:  # huggingface_hub's connection / offline / not-found errors
+        folder = cache / f"models--{repo.replace('/', '--')}"
+        raise RuntimeError(
+            f"cannot load ImageNet weights for {arch} (timm {timm_name}): they are not in the Hugging Face "
+            f"cache {cache} and the download of {repo} failed ({type(err).__name__}: {err}). Either "
+            f"{PRETRAINED_FALSE}, or on a machine that is online run "
+            f"`python -c \"import timm; timm.create_model('{timm_name}', pretrained=True)\"` and copy the folder "
+            f"{folder.name} of its Hugging Face cache to {folder} (the folder is $HF_HUB_CACHE, by default "
+            f"$HF_HOME/hub)."
+        ) from err

@@ -31,6 +31,8 @@ class ResNet(nn.Module):
     pretrained: load torchvision's ImageNet weights now (else later with ``load_pretrained``).
     """
 
+    FIRST_KEY = "model.conv1.weight"  # in every state_dict of this class: how weights are matched to it
+
     def __init__(self, model_name: str = "resnet50", pretrained: bool = True, layers_to_freeze: int = 2,
                  layers_to_crop: Sequence[int] = ()):
         super().__init__()
