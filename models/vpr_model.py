@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from dataloaders.transforms import prepare_images
 from utils.distributed import gather_by_index
 from utils.losses import get_loss, get_miner
 from utils.recall import DEFAULT_K, format_recall_table, get_validation_recalls
@@ -90,6 +91,12 @@ class VPRModel(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, descriptor_dim) L2-normalised descriptors."""
         return self.aggregator(self.backbone(x))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Images arrive as uint8 (or as file bytes, with data.decode_on=gpu): normalise on the device."""
+        if isinstance(batch, (list, tuple)) and len(batch) > 0:
+            return [prepare_images(batch[0], self.device), *batch[1:]]
+        return batch
 
     # ---------------------------------------------------------------- training
     def metric_loss(self, descriptors: Tensor, labels: Tensor) -> tuple[Tensor, float]:

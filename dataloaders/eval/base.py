@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 from torch.utils.data import Dataset
 
-from ..image_io import load_image
+from ..image_io import decode_rgb, read_bytes
 
 
 class EvalDataset(Dataset):
@@ -14,10 +14,13 @@ class EvalDataset(Dataset):
 
     ``ground_truth[i]`` holds the database indices that are positives of query i;
     items are ``(image, index)`` so descriptors can be put back in order after distribution.
+    The image is the decoded uint8 (3, h, w) file passed through ``transform`` (e.g.
+    ``transforms.EvalTransform``: uint8 (3, H, W)); with ``encoded`` set, the file's bytes as a 1-D uint8
+    tensor, for decoding on the device (``transforms.EncodedCollate``).
     """
 
     def __init__(self, name: str, db_paths: Sequence[Path], q_paths: Sequence[Path],
-                 ground_truth: Sequence[np.ndarray], transform: Optional[Callable] = None):
+                 ground_truth: Sequence[np.ndarray], transform: Optional[Callable] = None, encoded: bool = False):
         if len(ground_truth) != len(q_paths):
             raise ValueError(f"{name}: {len(q_paths)} queries but ground truth for {len(ground_truth)}")
         self.name = name
@@ -26,12 +29,16 @@ class EvalDataset(Dataset):
         self.num_queries = len(q_paths)
         self.ground_truth = list(ground_truth)
         self.transform = transform
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
-        img = load_image(self.images[index])
+        path = self.images[index]
+        if self.encoded:
+            return read_bytes(path), index
+        img = decode_rgb(read_bytes(path), path)
         if self.transform is not None:
             img = self.transform(img)
         return img, index

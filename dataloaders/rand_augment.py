@@ -1,0 +1,198 @@
+"""RandAugment (Cubuk et al., 2020) exactly as torchvision's ``T.RandAugment`` draws it, on uint8 images.
+
+The paper's training recipe uses torchvision's RandAugment(num_ops=3, bilinear) on PIL images. Two
+implementations of the same 14 operations, magnitudes and draws live here:
+
+- ``augment_image``: one HWC uint8 numpy image on the CPU (data-loader workers). It consumes the torch
+  random generator exactly as ``T.RandAugment`` does, so under one seed it picks the same operations
+  and signs. The colour operations are torchvision's own PIL ops (the same pixels); integer
+  translations are array shifts and sharpness is OpenCV's ``filter2D`` with PIL's kernel and blend
+  (the same pixels); shear and rotation are OpenCV's ``warpAffine`` with PIL's map and edge rule
+  (within one grey level: OpenCV rounds where PIL truncates). The geometric ops and sharpness cost
+  PIL ~2.5 ms each on a 320 x 320 image, OpenCV a fraction of that (bench/data_throughput.py).
+- ``augment_batch``: a (N, 3, H, W) uint8 tensor on any device (the GPU path), torchvision's tensor
+  ops applied once per group of images that drew the same operation and sign; choices come from
+  ``draw_ops``, the same distribution drawn for the whole batch at once.
+"""
+import math
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torchvision.transforms.functional as F
+import torchvision.transforms.v2.functional as F2
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+
+# torchvision's operation order: the index drawn selects the operation
+OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
+       "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
+SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast", "Sharpness"}
+MAGNITUDE, NUM_BINS = 9, 31  # torchvision's defaults, the paper's setting
+_IS_SIGNED = torch.tensor([op in SIGNED for op in OPS])
+# PIL's colour operations, as torchvision applies them to PIL images (factor = 1 + magnitude)
+_PIL_OPS = {
+    "Brightness": lambda img, m: F.adjust_brightness(img, 1.0 + m),
+    "Color": lambda img, m: F.adjust_saturation(img, 1.0 + m),
+    "Contrast": lambda img, m: F.adjust_contrast(img, 1.0 + m),
+    "Posterize": lambda img, m: F.posterize(img, int(m)),
+    "Solarize": lambda img, m: F.solarize(img, m),
+    "AutoContrast": lambda img, m: F.autocontrast(img),
+    "Equalize": lambda img, m: F.equalize(img),
+}
+
+
+def magnitudes(height: int, width: int, magnitude: int = MAGNITUDE, num_bins: int = NUM_BINS) -> dict[str, float]:
+    """Unsigned magnitude of each operation for an image of (height, width), as torchvision computes it
+    (float32 ``linspace`` values: the same factors to the last bit)."""
+    bin_of = lambda start, stop: float(torch.linspace(start, stop, num_bins)[magnitude])
+    return {
+        "Identity": 0.0, "ShearX": bin_of(0.0, 0.3), "ShearY": bin_of(0.0, 0.3),
+        "TranslateX": bin_of(0.0, 150.0 / 331.0 * width), "TranslateY": bin_of(0.0, 150.0 / 331.0 * height),
+        "Rotate": bin_of(0.0, 30.0), "Brightness": bin_of(0.0, 0.9), "Color": bin_of(0.0, 0.9),
+        "Contrast": bin_of(0.0, 0.9), "Sharpness": bin_of(0.0, 0.9),
+        "Posterize": float(8 - round(magnitude / ((num_bins - 1) / 4))), "Solarize": bin_of(255.0, 0.0),
+        "AutoContrast": 0.0, "Equalize": 0.0,
+    }
+
+
+def draw_ops(n: int, num_ops: int, generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """(operation indices (n, num_ops) int64 into ``OPS``, signs (n, num_ops) of +-1.0): uniform
+    operations, each signed one negated with probability 1/2, as ``T.RandAugment`` draws them."""
+    ops = torch.randint(len(OPS), (n, num_ops), generator=generator)
+    flip = torch.randint(2, (n, num_ops), generator=generator).bool() & _IS_SIGNED[ops]
+    return ops, 1.0 - 2.0 * flip.double()
+
+
+def draw_ops_like_torchvision(num_ops: int) -> list[tuple[int, float]]:
+    """One image's [(operation index, sign)] drawn from the global generator call for call as
+    ``T.RandAugment.forward`` does: under the same seed, the same operations and signs."""
+    choices = []
+    for _ in range(num_ops):
+        op = int(torch.randint(len(OPS), (1,)).item())
+        sign = -1.0 if OPS[op] in SIGNED and torch.randint(2, (1,)) else 1.0
+        choices.append((op, sign))
+    return choices
+
+
+# ------------------------------------------------------------------------------------------------ CPU
+def _warp(img: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """Bilinear warp of an HWC uint8 image by ``inverse`` (2 x 3, output -> input, PIL's continuous
+    coordinates: pixel i covers [i, i + 1)) as PIL's ``Image.transform`` does it: black where the
+    source point falls outside the image, edge pixels repeated for the neighbours of points inside."""
+    a, t = inverse[:, :2], inverse[:, 2]
+    # OpenCV addresses pixel centres by integer index: shift both ends by half a pixel
+    m = np.hstack([a, (t + a @ [0.5, 0.5] - 0.5)[:, None]])
+    h, w = img.shape[:2]
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    # nearest-neighbour rounding of the source index is PIL's inside test on the source point
+    inside = cv2.warpAffine(np.ones((h, w), np.uint8), m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.bitwise_and(out, out, mask=inside)
+
+
+def _shift(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``img`` moved by whole pixels (content moves right/down for positive dx/dy), black where it left."""
+    out = np.zeros_like(img)
+    h, w = img.shape[:2]
+    if abs(dx) < w and abs(dy) < h:
+        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0),
+                                                                         max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def _sharpness(img: np.ndarray, factor: float) -> np.ndarray:
+    """PIL's ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image (border pixels kept)."""
+    kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
+    smooth = cv2.filter2D(img, -1, kernel)
+    smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1] = img[0], img[-1], img[:, 0], img[:, -1]
+    return _blend(smooth, img, factor)
+
+
+def _blend(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
+    """PIL's ``Image.blend(a, b, alpha)``: a + alpha (b - a) in float32, truncated, clipped."""
+    a32 = a.astype(np.float32)
+    out = a32 + np.float32(alpha) * (b.astype(np.float32) - a32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def apply_op(img: np.ndarray, op: str, magnitude: float) -> np.ndarray:
+    """One RandAugment operation with signed ``magnitude`` on an HWC uint8 RGB image (returns a new
+    array or ``img`` itself), with the maps and factors of torchvision's ``_apply_op`` on PIL images."""
+    h, w = img.shape[:2]
+    if op == "Identity":
+        return img
+    if op == "ShearX":  # shear about the top-left corner: input x = x + m y
+        return _warp(img, np.array([[1.0, magnitude, 0.0], [0.0, 1.0, 0.0]]))
+    if op == "ShearY":
+        return _warp(img, np.array([[1.0, 0.0, 0.0], [magnitude, 1.0, 0.0]]))
+    if op == "TranslateX":  # torchvision translates by int(magnitude): a whole-pixel shift
+        return _shift(img, int(magnitude), 0)
+    if op == "TranslateY":
+        return _shift(img, 0, int(magnitude))
+    if op == "Rotate":  # counter-clockwise by ``magnitude`` degrees about the image centre, as PIL rotates
+        angle = -math.radians(magnitude)
+        a = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+        centre = np.array([w / 2, h / 2])
+        return _warp(img, np.hstack([a, (centre - a @ centre)[:, None]]))
+    if op == "Sharpness":
+        return _sharpness(img, 1.0 + magnitude)
+    return np.asarray(_PIL_OPS[op](Image.fromarray(img), magnitude))
+
+
+def augment_image(img: np.ndarray, num_ops: int, table: Optional[dict[str, float]] = None) -> np.ndarray:
+    """``num_ops`` random operations on one HWC uint8 RGB image, drawn as ``T.RandAugment`` draws them."""
+    table = table or magnitudes(*img.shape[:2])
+    for op, sign in draw_ops_like_torchvision(num_ops):
+        img = apply_op(img, OPS[op], sign * table[OPS[op]])
+    return img
+
+
+# ---------------------------------------------------------------------------------------- any device
+def _apply_op_batch(images: Tensor, op: str, magnitude: float) -> Tensor:
+    """One operation on a (n, 3, H, W) uint8 batch, with torchvision's tensor ops and ``_apply_op``'s arguments."""
+    bilinear = InterpolationMode.BILINEAR
+    if op == "Identity":
+        return images
+    if op in ("ShearX", "ShearY"):
+        shear = math.degrees(math.atan(magnitude))
+        return F2.affine(images, angle=0.0, translate=[0, 0], scale=1.0, interpolation=bilinear, center=[0, 0],
+                         shear=[shear, 0.0] if op == "ShearX" else [0.0, shear])
+    if op in ("TranslateX", "TranslateY"):
+        shift = [int(magnitude), 0] if op == "TranslateX" else [0, int(magnitude)]
+        return F2.affine(images, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=bilinear)
+    if op == "Rotate":
+        return F2.rotate(images, magnitude, interpolation=bilinear)
+    if op == "Brightness":
+        return F2.adjust_brightness(images, 1.0 + magnitude)
+    if op == "Color":
+        return F2.adjust_saturation(images, 1.0 + magnitude)
+    if op == "Contrast":
+        return F2.adjust_contrast(images, 1.0 + magnitude)
+    if op == "Sharpness":
+        return F2.adjust_sharpness(images, 1.0 + magnitude)
+    if op == "Posterize":
+        return F2.posterize(images, int(magnitude))
+    if op == "Solarize":
+        return F2.solarize(images, magnitude)
+    if op == "AutoContrast":
+        return F2.autocontrast(images)
+    return F2.equalize(images)
+
+
+def augment_batch(images: Tensor, ops: Tensor, signs: Tensor, table: Optional[dict[str, float]] = None) -> Tensor:
+    """(N, 3, H, W) uint8 on any device, per image the operations ``ops`` (N, num_ops) with ``signs``
+    (from ``draw_ops``), applied in order; one batched call per (step, operation, sign) group."""
+    table = table or magnitudes(*images.shape[-2:])
+    images = images.clone()
+    for step in range(ops.shape[1]):
+        keys = ops[:, step] * 2 + (signs[:, step] < 0)
+        for key in torch.unique(keys).tolist():
+            rows = torch.nonzero(keys == key).flatten().to(images.device)
+            op, sign = OPS[key // 2], -1.0 if key % 2 else 1.0
+            images[rows] = _apply_op_batch(images[rows], op, sign * table[op])
+    return images
+
