@@ -7,7 +7,9 @@
 
 Inputs: generated 640 x 480 JPEGs (the size of GSV-Cities images; smooth multi-scale texture with
 edges, quality 90, about 115 kB each), written once under ``--cache``. The paper's setting: 320 x 320,
-RandAugment(3). Every figure is the best of ``--reps`` runs, on one torch/OpenCV thread.
+RandAugment(3). Every figure is the best of ``--reps`` runs, on one torch/OpenCV thread; single-core
+rates count this process's CPU time (a busy shared machine inflates wall time, not CPU time), the
+DataLoader rates wall time (note the load average printed with them).
 
 - ``stages``: the original float path (PIL decode, PIL resize, torchvision RandAugment on PIL, ToTensor,
   Normalize) and ours (read bytes, decode to uint8 tensor, uint8 resize, RandAugment on uint8, no float
@@ -73,14 +75,15 @@ def make_jpegs(folder: Path, count: int, width: int = 640, height: int = 480, se
 
 
 def best_rate(fn: Callable, items: Sequence, reps: int) -> float:
-    """Items per second of ``fn`` over ``items``, best of ``reps`` passes."""
+    """Items per CPU-second of ``fn`` over ``items`` (one thread: per core), best of ``reps`` passes.
+    CPU time rather than wall time: other processes on a shared machine do not inflate it."""
     best = float("inf")
     for rep in range(reps):
         torch.manual_seed(rep)
-        start = time.perf_counter()
+        start = time.process_time()
         for item in items:
             fn(item)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return len(items) / best
 
 

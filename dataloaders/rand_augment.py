@@ -104,27 +104,17 @@ def _shift(img: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
-def _sharpness(img: np.ndarray, factor: float) -> np.ndarray:
-    """PIL's ``ImageEnhance.Sharpness``: blend with the SMOOTH-filtered image (border pixels kept)."""
+def _sharpness(img: np.ndarray, factor: float) -> Image.Image:
+    """PIL's ``ImageEnhance.Sharpness``: its SMOOTH filter (border pixels kept) by OpenCV, then PIL's blend."""
     kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
     smooth = cv2.filter2D(img, -1, kernel)
     smooth[0], smooth[-1], smooth[:, 0], smooth[:, -1] = img[0], img[-1], img[:, 0], img[:, -1]
-    return _blend(smooth, img, factor)
+    return Image.blend(Image.fromarray(smooth), Image.fromarray(img), factor)
 
 
-def _blend(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
-    """PIL's ``Image.blend(a, b, alpha)``: a + alpha (b - a) in float32, truncated, clipped."""
-    a32 = a.astype(np.float32)
-    out = a32 + np.float32(alpha) * (b.astype(np.float32) - a32)
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def apply_op(img: np.ndarray, op: str, magnitude: float) -> np.ndarray:
-    """One RandAugment operation with signed ``magnitude`` on an HWC uint8 RGB image (returns a new
-    array or ``img`` itself), with the maps and factors of torchvision's ``_apply_op`` on PIL images."""
+def _array_op(img: np.ndarray, op: str, magnitude: float) -> np.ndarray | Image.Image:
+    """The operations done on arrays: geometry and sharpness."""
     h, w = img.shape[:2]
-    if op == "Identity":
-        return img
     if op == "ShearX":  # shear about the top-left corner: input x = x + m y
         return _warp(img, np.array([[1.0, magnitude, 0.0], [0.0, 1.0, 0.0]]))
     if op == "ShearY":
@@ -138,17 +128,34 @@ def apply_op(img: np.ndarray, op: str, magnitude: float) -> np.ndarray:
         a = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
         centre = np.array([w / 2, h / 2])
         return _warp(img, np.hstack([a, (centre - a @ centre)[:, None]]))
-    if op == "Sharpness":
-        return _sharpness(img, 1.0 + magnitude)
-    return np.asarray(_PIL_OPS[op](Image.fromarray(img), magnitude))
+    return _sharpness(img, 1.0 + magnitude)
+
+
+def _as_array(img: np.ndarray | Image.Image) -> np.ndarray:
+    return img if isinstance(img, np.ndarray) else np.asarray(img)
+
+
+def _step(img: np.ndarray | Image.Image, op: str, magnitude: float) -> np.ndarray | Image.Image:
+    """One operation on an array or a PIL image, converting only when the operation needs the other kind."""
+    if op == "Identity":
+        return img
+    if op in _PIL_OPS:
+        return _PIL_OPS[op](img if isinstance(img, Image.Image) else Image.fromarray(img), magnitude)
+    return _array_op(_as_array(img), op, magnitude)
+
+
+def apply_op(img: np.ndarray, op: str, magnitude: float) -> np.ndarray:
+    """One RandAugment operation with signed ``magnitude`` on an HWC uint8 RGB image (returns a new
+    array or ``img`` itself), with the maps and factors of torchvision's ``_apply_op`` on PIL images."""
+    return _as_array(_step(img, op, magnitude))
 
 
 def augment_image(img: np.ndarray, num_ops: int, table: Optional[dict[str, float]] = None) -> np.ndarray:
     """``num_ops`` random operations on one HWC uint8 RGB image, drawn as ``T.RandAugment`` draws them."""
     table = table or magnitudes(*img.shape[:2])
     for op, sign in draw_ops_like_torchvision(num_ops):
-        img = apply_op(img, OPS[op], sign * table[OPS[op]])
-    return img
+        img = _step(img, OPS[op], sign * table[OPS[op]])
+    return _as_array(img)
 
 
 # ---------------------------------------------------------------------------------------- any device
