@@ -15,7 +15,7 @@ implementations of the same 14 operations, magnitudes and draws live here:
   ``draw_ops``, the same distribution drawn for the whole batch at once.
 """
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -44,16 +44,16 @@ _PIL_OPS = {
 }
 
 
-def magnitudes(height: int, width: int, magnitude: int = MAGNITUDE, num_bins: int = NUM_BINS) -> dict[str, float]:
+def magnitudes(height: int, width: int) -> dict[str, float]:
     """Unsigned magnitude of each operation for an image of (height, width), as torchvision computes it
     (float32 ``linspace`` values: the same factors to the last bit)."""
-    bin_of = lambda start, stop: float(torch.linspace(start, stop, num_bins)[magnitude])
+    bin_of = lambda start, stop: float(torch.linspace(start, stop, NUM_BINS)[MAGNITUDE])
     return {
         "Identity": 0.0, "ShearX": bin_of(0.0, 0.3), "ShearY": bin_of(0.0, 0.3),
         "TranslateX": bin_of(0.0, 150.0 / 331.0 * width), "TranslateY": bin_of(0.0, 150.0 / 331.0 * height),
         "Rotate": bin_of(0.0, 30.0), "Brightness": bin_of(0.0, 0.9), "Color": bin_of(0.0, 0.9),
         "Contrast": bin_of(0.0, 0.9), "Sharpness": bin_of(0.0, 0.9),
-        "Posterize": float(8 - round(magnitude / ((num_bins - 1) / 4))), "Solarize": bin_of(255.0, 0.0),
+        "Posterize": float(8 - round(MAGNITUDE / ((NUM_BINS - 1) / 4))), "Solarize": bin_of(255.0, 0.0),
         "AutoContrast": 0.0, "Equalize": 0.0,
     }
 

@@ -1,4 +1,5 @@
 """VPRModel: backbone -> aggregator -> L2-normalised global descriptor, trained by metric learning."""
+import warnings
 from bisect import bisect_right
 from typing import Optional, Sequence
 
@@ -17,6 +18,8 @@ from . import helper
 from .distillation import Teacher, build_distill_loss
 
 print_on_rank_zero = rank_zero_only(print)
+# the model normalises its batches on purpose (VPRDataModule defines no transfer hook): not worth a warning
+warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule` but have passed")
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 

@@ -1,4 +1,5 @@
 """The uint8 data path: the pixels of the original float pipeline, on the CPU and on the device path."""
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -175,15 +176,26 @@ def test_eval_descriptors_of_uint8_and_device_paths_equal_the_float_path(synthet
 
 
 def test_gpu_decoding_mode_feeds_training_and_validation(synthetic):
+    """decode_on=gpu through Lightning's batch transfer (the bytes stay on the CPU for the decoder)."""
     dm = VPRDataModule(gsv_root=str(synthetic["gsv_cities"]), cities=SYNTHETIC_CITIES[:1], batch_size=3,
                        image_size=(32, 32), num_workers=0, decode_on="gpu", val_sets=["pitts30k_val"],
                        pitts_root=str(synthetic["pitts"]))
-    dm.setup("fit")
-    model = VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32))
-    places, labels = model.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert places.shape == (3, 4, 3, 32, 32) and places.dtype == torch.float32 and labels.shape == (3, 4)
-    images, indices = model.on_after_batch_transfer(next(iter(dm.val_dataloader()[0])), 0)
-    assert images.shape == (len(indices), 3, 32, 32) and images.dtype == torch.float32
+    seen = []
+
+    class Recording(VPRModel):
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            batch = super().on_after_batch_transfer(batch, dataloader_idx)
+            seen.append((self.trainer.state.stage, tuple(batch[0].shape), batch[0].dtype))
+            return batch
+
+    model = Recording(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), miner_name="none")
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=1, num_sanity_val_steps=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, dm)
+    assert seen[0] == ("train", (3, 4, 3, 32, 32), torch.float32)
+    assert all(stage == "validate" and shape[1:] == (3, 32, 32) and dtype == torch.float32
+               for stage, shape, dtype in seen[1:]) and len(seen) > 1
+    assert "pitts30k_val" in model.eval_recalls
     with pytest.raises(ValueError, match="unknown decode_on 'tpu'"):
         VPRDataModule(decode_on="tpu")
 
