@@ -149,8 +149,9 @@ def loader_rates(root: Path, workers: Sequence[int], places_per_batch: int, batc
                               (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for field in ("ru_utime", "ru_stime"))
     rates = {}
     for n in workers:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=places_per_batch, shuffle=True, num_workers=n,
-                                             worker_init_fn=init_worker, drop_last=True)
+        sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=places_per_batch * (batches + 1))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=places_per_batch, sampler=sampler, num_workers=n,
+                                             worker_init_fn=init_worker)
         cpu = cpu_seconds()
         it = iter(loader)
         images = next(it)[0].shape[0] * dataset.img_per_place  # workers started, first batch in
@@ -219,7 +220,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts (default 0..CPUs)")
     parser.add_argument("--places-per-batch", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--batches", type=int, default=40, help="DataLoader batches timed after the first")
     parser.add_argument("--device", default="cpu", help="device of the decode_on=gpu path (cuda on a GPU host)")
     parser.add_argument("--device-batch", type=int, default=480, help="images per device batch (paper: 120 x 4)")
     parser.add_argument("--synthetic-dir", default="LOGS/synthetic_data", help="the demo's synthetic data (eval)")
@@ -241,7 +242,7 @@ def main() -> None:
               f"old {3 * 4 * IMAGE_SIZE[0] * IMAGE_SIZE[1] / 1e6:.2f} MB float32, "
               f"new {3 * IMAGE_SIZE[0] * IMAGE_SIZE[1] / 1e6:.2f} MB uint8")
     if "loader" in args.only:
-        root = gsv_layout(args.cache / "gsv", paths, places=args.places_per_batch * (args.batches + 4))
+        root = gsv_layout(args.cache / "gsv", paths, places=128)
         workers = args.workers if args.workers is not None else list(range(cpus + 1))
         rates = loader_rates(root, workers, args.places_per_batch, args.batches)
         print(f"\n| DataLoader workers ({args.places_per_batch} places x 4 images per batch) | img/s (wall) | "

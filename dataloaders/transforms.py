@@ -63,19 +63,31 @@ def resize_uint8(images: Tensor, image_size: Sequence[int]) -> Tensor:
     return F2.resize(images, list(image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True)
 
 
+def _hwc(image: Tensor) -> np.ndarray:
+    """(3, H, W) uint8 tensor -> HWC array; a view when the tensor is channels-last in memory, as
+    torch's uint8 resize returns it."""
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+
+
+def _chw(image: np.ndarray) -> Tensor:
+    """HWC uint8 array -> contiguous (3, H, W) tensor. OpenCV's channel split is ~5x faster than torch's
+    strided copy, which collation would otherwise do on every channels-last image."""
+    return torch.from_numpy(np.stack(cv2.split(image)))
+
+
 class EvalTransform:
-    """Decoded uint8 (3, h, w) image -> uint8 (3, H, W) at ``image_size`` (height, width)."""
+    """Decoded uint8 (3, h, w) image -> uint8 (3, H, W) at ``image_size`` (height, width), contiguous."""
 
     def __init__(self, image_size: Sequence[int]):
         self.image_size = tuple(image_size)
 
     def __call__(self, image: Tensor) -> Tensor:
-        return resize_uint8(image, self.image_size)
+        return _chw(_hwc(resize_uint8(image, self.image_size)))
 
 
 class TrainTransform:
     """Decoded uint8 (3, h, w) image -> resized to ``image_size``, RandAugment(``rand_augment_ops``)
-    -> uint8 (3, H, W). Draws its operations from torch's generator as ``T.RandAugment`` does."""
+    -> contiguous uint8 (3, H, W). Draws its operations from torch's generator as ``T.RandAugment`` does."""
 
     def __init__(self, image_size: Sequence[int], rand_augment_ops: int = 3):
         self.image_size = tuple(image_size)
@@ -83,12 +95,10 @@ class TrainTransform:
         self.table = magnitudes(*self.image_size)
 
     def __call__(self, image: Tensor) -> Tensor:
-        image = resize_uint8(image, self.image_size)
-        if self.rand_augment_ops == 0:
-            return image
-        hwc = augment_image(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), self.rand_augment_ops, self.table)
-        # the channels-last view is copied into the batch by collation; read-only PIL buffers are copied now
-        return torch.from_numpy(hwc if hwc.flags.writeable else hwc.copy()).permute(2, 0, 1)
+        image = _hwc(resize_uint8(image, self.image_size))
+        if self.rand_augment_ops > 0:
+            image = augment_image(image, self.rand_augment_ops, self.table)
+        return _chw(image)
 
 
 # --------------------------------------------------------------------------------- on the device
