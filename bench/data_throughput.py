@@ -122,6 +122,25 @@ def stages(paths: list[Path], reps: int) -> dict[str, float]:
     return rates
 
 
+def same_seed_difference(paths: list[Path], seeds: int = 2) -> tuple[float, float, float]:
+    """Old vs new whole path on every image under the same seeds (the same operations are drawn): mean
+    absolute and mean signed pixel difference in grey levels, and the share of pixels more than one apart."""
+    from dataloaders.transforms import IMAGENET_STD
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255
+    old, new = train_transform(IMAGE_SIZE, NUM_OPS), TrainTransform(IMAGE_SIZE, NUM_OPS)
+    absolute, signed, far = [], [], []
+    for seed in range(seeds):
+        for i, path in enumerate(paths):
+            torch.manual_seed(seed * len(paths) + i)
+            a = old(load_image(path))
+            torch.manual_seed(seed * len(paths) + i)
+            levels = (normalize_batch(new(decode_rgb(read_bytes(path), path))) - a) * std
+            absolute.append(levels.abs().mean().item())
+            signed.append(levels.mean().item())
+            far.append((levels.abs() > 1.01).float().mean().item())
+    return float(np.mean(absolute)), float(np.mean(signed)), float(np.mean(far))
+
+
 def gsv_layout(root: Path, paths: list[Path], places: int, per_place: int = 4) -> Path:
     """A GSV-Cities layout of one city whose images link to ``paths`` (written once)."""
     if (root / "Dataframes" / "Benchtown.csv").exists():
@@ -241,6 +260,9 @@ def main() -> None:
         print(f"\nwhole path: new / old = {speedup:.2f}x; bytes per image through the DataLoader: "
               f"old {3 * 4 * IMAGE_SIZE[0] * IMAGE_SIZE[1] / 1e6:.2f} MB float32, "
               f"new {3 * IMAGE_SIZE[0] * IMAGE_SIZE[1] / 1e6:.2f} MB uint8")
+        absolute, signed, far = same_seed_difference(paths)
+        print(f"same seeds, old vs new images: mean |difference| {absolute:.3f} grey levels, mean difference "
+              f"{signed:+.3f}, pixels more than one level apart {100 * far:.2f} %")
     if "loader" in args.only:
         root = gsv_layout(args.cache / "gsv", paths, places=128)
         workers = args.workers if args.workers is not None else list(range(cpus + 1))

@@ -7,12 +7,14 @@ implementations of the same 14 operations, magnitudes and draws live here:
   random generator exactly as ``T.RandAugment`` does, so under one seed it picks the same operations
   and signs. The colour operations are torchvision's own PIL ops (the same pixels); integer
   translations are array shifts and sharpness is OpenCV's ``filter2D`` with PIL's kernel and blend
-  (the same pixels); shear and rotation are OpenCV's ``warpAffine`` with PIL's map and edge rule
-  (within one grey level: OpenCV rounds where PIL truncates). The geometric ops and sharpness cost
-  PIL ~2.5 ms each on a 320 x 320 image, OpenCV a fraction of that (bench/data_throughput.py).
+  (the same pixels); shear and rotation are OpenCV's float ``warpAffine`` with PIL's map, edge rule and
+  truncation (the same pixels but for about one in 10,000, one grey level off). The geometric ops and
+  sharpness cost PIL ~2.5-4 ms each on a 320 x 320 image, OpenCV about a third of that.
 - ``augment_batch``: a (N, 3, H, W) uint8 tensor on any device (the GPU path), torchvision's tensor
-  ops applied once per group of images that drew the same operation and sign; choices come from
-  ``draw_ops``, the same distribution drawn for the whole batch at once.
+  ops applied once per group of images that drew the same operation and sign (shear and rotation in
+  float, truncated as PIL does); choices come from ``draw_ops``, the same distribution drawn for the
+  whole batch at once. Pixels agree with the CPU path within a grey level, except on the one-pixel rim
+  of a warped image, which torch blends with black.
 """
 import math
 from typing import Optional
@@ -81,13 +83,15 @@ def draw_ops_like_torchvision(num_ops: int) -> list[tuple[int, float]]:
 def _warp(img: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     """Bilinear warp of an HWC uint8 image by ``inverse`` (2 x 3, output -> input, PIL's continuous
     coordinates: pixel i covers [i, i + 1)) as PIL's ``Image.transform`` does it: black where the
-    source point falls outside the image, edge pixels repeated for the neighbours of points inside."""
+    source point falls outside the image, edge pixels repeated for the neighbours of points inside,
+    the interpolated value truncated."""
     a, t = inverse[:, :2], inverse[:, 2]
     # OpenCV addresses pixel centres by integer index: shift both ends by half a pixel
     m = np.hstack([a, (t + a @ [0.5, 0.5] - 0.5)[:, None]])
     h, w = img.shape[:2]
-    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_REPLICATE)
+    # in float32, then truncated as PIL does (OpenCV's uint8 warp rounds: +0.45 grey level on average)
+    out = cv2.warpAffine(img.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE).astype(np.uint8)
     # nearest-neighbour rounding of the source index is PIL's inside test on the source point
     inside = cv2.warpAffine(np.ones((h, w), np.uint8), m, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -159,6 +163,12 @@ def augment_image(img: np.ndarray, num_ops: int, table: Optional[dict[str, float
 
 
 # ---------------------------------------------------------------------------------------- any device
+def _truncated(images: Tensor) -> Tensor:
+    """Float interpolation results -> uint8 truncated as PIL does (torchvision's uint8 ops round: a
+    +0.45 grey-level shift per warp); the margin absorbs float32 error on whole values."""
+    return images.add_(1e-3).floor_().clamp_(0, 255).to(torch.uint8)
+
+
 def _apply_op_batch(images: Tensor, op: str, magnitude: float) -> Tensor:
     """One operation on a (n, 3, H, W) uint8 batch, with torchvision's tensor ops and ``_apply_op``'s arguments."""
     bilinear = InterpolationMode.BILINEAR
@@ -166,13 +176,13 @@ def _apply_op_batch(images: Tensor, op: str, magnitude: float) -> Tensor:
         return images
     if op in ("ShearX", "ShearY"):
         shear = math.degrees(math.atan(magnitude))
-        return F2.affine(images, angle=0.0, translate=[0, 0], scale=1.0, interpolation=bilinear, center=[0, 0],
-                         shear=[shear, 0.0] if op == "ShearX" else [0.0, shear])
+        return _truncated(F2.affine(images.float(), angle=0.0, translate=[0, 0], scale=1.0, interpolation=bilinear,
+                                    center=[0, 0], shear=[shear, 0.0] if op == "ShearX" else [0.0, shear]))
     if op in ("TranslateX", "TranslateY"):
         shift = [int(magnitude), 0] if op == "TranslateX" else [0, int(magnitude)]
         return F2.affine(images, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=bilinear)
     if op == "Rotate":
-        return F2.rotate(images, magnitude, interpolation=bilinear)
+        return _truncated(F2.rotate(images.float(), magnitude, interpolation=bilinear))
     if op == "Brightness":
         return F2.adjust_brightness(images, 1.0 + magnitude)
     if op == "Color":

@@ -56,14 +56,15 @@ def test_normalize_batch_is_to_tensor_then_normalize(synthetic):
 
 @pytest.mark.parametrize("op", OPS)
 def test_cpu_operations_give_torchvision_s_pil_pixels(synthetic, op):
-    """Exact, except shear and rotation (OpenCV's bilinear rounds where PIL truncates): within one grey level."""
+    """Exact, except shear and rotation (OpenCV's bilinear weights): a rare pixel one grey level off."""
     images = [load_image(p).resize((64, 48), Image.BILINEAR) for p in gsv_images(synthetic, 4)]
     table = magnitudes(48, 64)
     for sign in (1.0, -1.0) if op in SIGNED else (1.0,):
         for img in images:
             expected = np.asarray(_apply_op(img, op, sign * table[op], T.InterpolationMode.BILINEAR, None)).astype(int)
             ours = apply_op(np.asarray(img), op, sign * table[op]).astype(int)
-            assert np.abs(ours - expected).max() <= (1 if op in GEOMETRIC else 0), (op, sign)
+            diff = np.abs(ours - expected)
+            assert diff.max() <= (1 if op in GEOMETRIC else 0) and (diff > 0).mean() < 0.01, (op, sign)
 
 
 def test_cpu_path_draws_as_torchvision_and_matches_the_original_pipeline(synthetic):
@@ -107,8 +108,8 @@ def test_draw_ops_is_uniform_over_operations_with_fair_signs():
 @pytest.mark.parametrize("op", OPS)
 def test_device_path_matches_cpu_path_under_the_same_choices(synthetic, op):
     """augment_batch (torchvision's tensor ops, grouped) on CPU tensors against the per-image CPU path:
-    colour ops within a grey level; shear/rotation also differ on the one-pixel rim of the warped area
-    (torch blends it with black, PIL and the CPU path do not)."""
+    within a grey level; shear/rotation also differ on the one-pixel rim of the warped area (torch blends
+    it with black, PIL and the CPU path do not), without a shift of the mean."""
     images = [np.asarray(load_image(p).resize((64, 48), Image.BILINEAR)) for p in gsv_images(synthetic, 6)]
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     index = OPS.index(op)
@@ -119,7 +120,7 @@ def test_device_path_matches_cpu_path_under_the_same_choices(synthetic, op):
     cpu = np.stack([apply_op(img, op, float(s) * table[op]) for img, s in zip(images, signs[:, 0])]).astype(int)
     diff = np.abs(device - cpu)
     if op in GEOMETRIC:
-        assert (diff > 1).mean() < 0.05 and diff.mean() < 1.0
+        assert (diff > 1).mean() < 0.05 and abs((device - cpu)[diff <= 1].mean()) < 0.05
     else:
         assert diff.max() <= 1
 
