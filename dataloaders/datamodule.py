@@ -1,4 +1,5 @@
 """VPRDataModule: GSV-Cities for training, named benchmarks for validation and test."""
+import os
 from typing import Literal, Optional, Sequence
 
 import lightning as L
@@ -10,7 +11,14 @@ from utils.errors import ConfigError
 from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
 from .gsv_cities import TRAIN_CITIES, CityShuffleSampler, GSVCitiesDataset
 from .roots import data_roots
-from .transforms import eval_transform, train_transform
+from .transforms import DECODE_ON, EncodedCollate, EvalTransform, TrainTransform, init_worker
+
+
+def default_num_workers(processes_per_node: int = 1) -> int:
+    """Data-loading workers per process: the CPUs this process may run on (its affinity: what SLURM or
+    taskset granted), shared by the node's processes, less one core for the process itself."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, cpus // max(1, processes_per_node) - 1)
 
 
 class VPRDataModule(L.LightningDataModule):
@@ -25,7 +33,10 @@ class VPRDataModule(L.LightningDataModule):
         shuffle_all: mix cities in a batch instead of the paper's city-by-city order.
         image_size: (height, width) of training images.
         rand_augment_ops: RandAugment operations per training image (0: none).
-        num_workers: data-loading processes.
+        num_workers: data-loading processes per DataLoader (default: this process's share of the CPUs,
+            less one; see ``default_num_workers``).
+        decode_on: cpu (workers decode, resize and augment; batches hold uint8 images the model normalises
+            on its device) or gpu (workers only read the files; the device decodes, resizes and augments).
         val_sets: sets evaluated during training: pitts30k_val, pitts30k_test, pitts250k_val,
             pitts250k_test, msls_val, or folder:<root> (the generic folder format).
         test_sets: sets evaluated by ``main.py test`` (the paper's tables).
@@ -50,7 +61,8 @@ class VPRDataModule(L.LightningDataModule):
         shuffle_all: bool = False,
         image_size: tuple[int, int] = (320, 320),
         rand_augment_ops: int = 3,
-        num_workers: int = 4,
+        num_workers: Optional[int] = None,
+        decode_on: Literal["cpu", "gpu"] = "cpu",
         val_sets: Sequence[str] = ("pitts30k_val",),
         test_sets: Sequence[str] = ("pitts30k_test", "pitts250k_test", "msls_val"),
         eval_image_size: Optional[tuple[int, int]] = None,
@@ -65,6 +77,10 @@ class VPRDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        if decode_on not in DECODE_ON:
+            raise ConfigError(f"unknown decode_on {decode_on!r}; choose one of {DECODE_ON}")
+        if num_workers is not None and num_workers < 0:
+            raise ConfigError(f"num_workers={num_workers} must be >= 0 (or unset for the CPU-count default)")
         unknown = [s for s in (*val_sets, *test_sets) if not is_eval_set(s)]
         if unknown:
             raise ConfigError(f"unknown evaluation set(s) {unknown}; choose from {sorted(EVAL_SETS)} "
@@ -97,32 +113,60 @@ class VPRDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Open and check every data set the stage needs, before any training step."""
         roots = self.roots()
+        hp = self.hparams
+        encoded = hp.decode_on == "gpu"
         if stage == "fit" and self.train_dataset is None:
             if roots["gsv_root"] is None:
                 raise ConfigError("GSV-Cities root not set: pass --data.gsv_root, set GSV_CITIES_ROOT, "
                                  "or use --data.synthetic true for the embedded synthetic data")
             self.train_dataset = GSVCitiesDataset(
-                roots["gsv_root"], self.cities(), self.hparams.img_per_place, self.hparams.min_img_per_place,
-                train_transform(self.hparams.image_size, self.hparams.rand_augment_ops))
+                roots["gsv_root"], self.cities(), hp.img_per_place, hp.min_img_per_place,
+                None if encoded else TrainTransform(hp.image_size, hp.rand_augment_ops), encoded=encoded)
         if stage in ("fit", "validate") and not self.val_datasets:
-            self.val_datasets = self._eval_sets(self.hparams.val_sets, roots)
+            self.val_datasets = self._eval_sets(hp.val_sets, roots)
         if stage == "test" and not self.test_datasets:
-            self.test_datasets = self._eval_sets(self.hparams.test_sets, roots)
+            self.test_datasets = self._eval_sets(hp.test_sets, roots)
+
+    @property
+    def eval_image_size(self) -> tuple[int, int]:
+        """(height, width) of validation and test images."""
+        return tuple(self.hparams.eval_image_size or self.hparams.image_size)
 
     def _eval_sets(self, names: Sequence[str], roots: dict) -> list:
-        transform = eval_transform(self.hparams.eval_image_size or self.hparams.image_size)
-        return [build_eval_set(name, roots, transform, self.hparams.pos_radius) for name in names]
+        encoded = self.hparams.decode_on == "gpu"
+        transform = None if encoded else EvalTransform(self.eval_image_size)
+        datasets = [build_eval_set(name, roots, transform, self.hparams.pos_radius) for name in names]
+        for dataset in datasets:
+            dataset.encoded = encoded
+        return datasets
+
+    def num_workers(self) -> int:
+        """Workers per DataLoader: as configured, else ``default_num_workers`` for this node's processes."""
+        if self.hparams.num_workers is not None:
+            return self.hparams.num_workers
+        trainer = self.trainer
+        processes = trainer.num_devices if trainer is not None else max(1, torch.cuda.device_count())
+        return default_num_workers(processes)
+
+    def _collate(self, image_size, rand_augment_ops: int):
+        """Default collation, or for decode_on='gpu' the batch of file bytes the device decodes."""
+        if self.hparams.decode_on == "gpu":
+            return EncodedCollate(image_size, rand_augment_ops)
+        return None
 
     def train_dataloader(self) -> DataLoader:
         """P places per batch, city by city in a new order each epoch."""
         sampler = CityShuffleSampler(self.train_dataset.city_of_place, self.hparams.shuffle_all, self.hparams.seed)
+        workers = self.num_workers()
         return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, sampler=sampler,
-                          num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.hparams.num_workers > 0)
+                          num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                          collate_fn=self._collate(self.hparams.image_size, self.hparams.rand_augment_ops),
+                          worker_init_fn=init_worker)
 
     def _eval_loaders(self, datasets) -> list[DataLoader]:
-        return [DataLoader(ds, batch_size=self.hparams.eval_batch_size, shuffle=False,
-                           num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available())
+        workers = self.num_workers()
+        return [DataLoader(ds, batch_size=self.hparams.eval_batch_size, shuffle=False, num_workers=workers,
+                           pin_memory=torch.cuda.is_available(), collate_fn=self._collate(self.eval_image_size, 0))
                 for ds in datasets]
 
     def val_dataloader(self) -> list[DataLoader]:

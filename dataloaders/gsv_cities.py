@@ -1,4 +1,9 @@
-"""GSV-Cities training data (Ali-bey et al., Neurocomputing 2022): one item is a place, K images of it."""
+"""GSV-Cities training data (Ali-bey et al., Neurocomputing 2022): one item is a place, K images of it.
+
+Construction is linear in the number of images (one CSV read and one directory listing per city, hash
+lookups, integer sorts): about 2 s for the full 530k-image set (bench/dataset_setup.py), so every DDP
+process builds its own copy.
+"""
 import os
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -6,9 +11,12 @@ from typing import Callable, Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from utils.images import load_image
+from utils.errors import ConfigError, DataError, NotFoundError
+
+from .image_io import decode_rgb, read_bytes
 
 TRAIN_CITIES = ("Bangkok", "BuenosAires", "LosAngeles", "MexicoCity", "OSL", "Rome", "Barcelona", "Chicago",
                 "Madrid", "Miami", "Phoenix", "TRT", "Boston", "Lisbon", "Medellin", "Minneapolis", "PRG",
@@ -16,74 +24,106 @@ TRAIN_CITIES = ("Bangkok", "BuenosAires", "LosAngeles", "MexicoCity", "OSL", "Ro
 COLUMNS = ("place_id", "year", "month", "northdeg", "city_id", "lat", "lon", "panoid")
 LAYOUT = ("<root>/Dataframes/<City>.csv (columns place_id, year, month, northdeg, city_id, lat, lon, panoid) and "
           "<root>/Images/<city_id>/<city_id>_<place_id:07d>_<year:04d>_<month:02d>_<northdeg:03d>_<lat>_<lon>_<panoid>.jpg")
+INT_COLUMNS = ("place_id", "year", "month", "northdeg")
 
 
-def read_city(root: Path, city: str) -> pd.DataFrame:
-    """One city's dataframe with its image file names, lat/lon kept exactly as written."""
+def read_city(root: Path, city: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(place ids (N,) int64, image folders (N,) object (the rows' city_id), image file names (N,) object)
+    of one city's CSV, lat/lon kept exactly as written. A missing, header-only or malformed CSV raises
+    an error naming it."""
     csv = root / "Dataframes" / f"{city}.csv"
     if not csv.is_file():
         present = sorted(p.stem for p in (root / "Dataframes").glob("*.csv"))
-        raise FileNotFoundError(f"GSV-Cities: {csv} not found (cities present: {present}). "
+        raise NotFoundError(f"GSV-Cities: {csv} not found (cities present: {present}). "
                                 f"Set --data.cities to cities that exist. Expected layout: {LAYOUT}")
-    df = pd.read_csv(csv, dtype={"lat": str, "lon": str, "panoid": str, "city_id": str})
+    try:
+        df = pd.read_csv(csv, dtype={c: (np.int64 if c in INT_COLUMNS else str) for c in COLUMNS},
+                         keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
+    except ValueError as err:
+        raise DataError(f"GSV-Cities: {csv}: {', '.join(INT_COLUMNS)} must be integers ({err})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"GSV-Cities: {csv} lacks columns {missing}; expected {COLUMNS}")
-    z = lambda col, width: df[col].astype(np.int64).astype(str).str.zfill(width)
-    df["file"] = (df["city_id"] + "/" + df["city_id"] + "_" + z("place_id", 7) + "_" + z("year", 4) + "_"
-                  + z("month", 2) + "_" + z("northdeg", 3) + "_" + df["lat"] + "_" + df["lon"] + "_"
-                  + df["panoid"] + ".jpg")
-    return df
+        raise DataError(f"GSV-Cities: {csv} lacks columns {missing}; expected {COLUMNS}. Expected layout: {LAYOUT}")
+    if df.empty:
+        raise DataError(f"GSV-Cities: {csv} has a header but no images; remove {city} from --data.cities "
+                         f"or restore the file")
+    folders = df["city_id"].tolist()
+    # one f-string per row: linear, and lat/lon/panoid go in exactly as written in the CSV
+    names = [f"{c}_{p:07d}_{y:04d}_{m:02d}_{n:03d}_{la}_{lo}_{pa}.jpg" for c, p, y, m, n, la, lo, pa in
+             zip(folders, *(df[c].tolist() for c in INT_COLUMNS), df["lat"].tolist(), df["lon"].tolist(),
+                 df["panoid"].tolist())]
+    return df["place_id"].to_numpy(np.int64), np.asarray(folders, dtype=object), np.asarray(names, dtype=object)
 
 
-def check_images(root: Path, files: np.ndarray) -> None:
-    """Raise naming the missing images; one directory listing per city, not one stat per image."""
-    images = root / "Images"
-    present = []
-    for city_dir in {f.split("/", 1)[0] for f in files}:
-        folder = images / city_dir
-        present += [f"{city_dir}/{n}" for n in os.listdir(folder)] if folder.is_dir() else []
-    missing = files[~np.isin(files, np.asarray(present, dtype=object))]
-    if len(missing):
-        raise FileNotFoundError(f"GSV-Cities: {len(missing)} image(s) listed in the CSVs are missing under {images}, "
-                                f"e.g. {[str(images / m) for m in missing[:3]]}. Expected layout: {LAYOUT}")
-
+def missing_images(root: Path, folders: np.ndarray, names: np.ndarray) -> list[str]:
+    """The images ``<folder>/<name>`` not under ``root/Images``: one directory listing per folder and a
+    hash lookup per image (linear in the number of images)."""
+    missing = []
+    unique = pd.unique(folders)
+    for folder in unique:
+        present = set(os.listdir(root / "Images" / folder)) if (root / "Images" / folder).is_dir() else set()
+        in_folder = names if len(unique) == 1 else names[folders == folder]
+        missing += [f"{folder}/{n}" for n in in_folder if n not in present]
+    return missing
 
 class GSVCitiesDataset(Dataset):
-    """Places of the given cities; item i = (K images of place i as (K, 3, H, W), (K,) place labels).
+    """Places of the given cities; item i = (K images of place i, (K,) place labels).
 
+    Images are uint8 ``(K, 3, H, W)`` tensors: each file decoded and passed through ``transform`` (uint8
+    (3, h, w) -> uint8 (3, H, W), e.g. ``transforms.TrainTransform``); float conversion and normalisation
+    happen on the device (``transforms.normalize_batch``). With ``encoded=True`` the item holds the K
+    files' bytes instead (a list of 1-D uint8 tensors) for decoding on the device (``EncodedCollate``).
     Place labels are contiguous integers, unique across cities. Places with fewer than
     ``min_img_per_place`` images are dropped. Each access draws K of the place's images at random.
     """
 
     def __init__(self, root: str | Path, cities: Sequence[str] = TRAIN_CITIES, img_per_place: int = 4,
-                 min_img_per_place: int = 4, transform: Optional[Callable] = None):
+                 min_img_per_place: int = 4, transform: Optional[Callable[[Tensor], Tensor]] = None,
+                 encoded: bool = False):
         root = Path(root)
         if not (root / "Dataframes").is_dir():
-            raise FileNotFoundError(f"GSV-Cities not found: expected {root / 'Dataframes'} with one <City>.csv per "
+            raise NotFoundError(f"GSV-Cities not found: expected {root / 'Dataframes'} with one <City>.csv per "
                                     f"city. Set --data.gsv_root or the GSV_CITIES_ROOT environment variable. "
                                     f"Expected layout: {LAYOUT}")
         if min_img_per_place < img_per_place:
-            raise ValueError(f"min_img_per_place={min_img_per_place} < img_per_place={img_per_place}: every place "
+            raise ConfigError(f"min_img_per_place={min_img_per_place} < img_per_place={img_per_place}: every place "
                              f"must have at least img_per_place images")
-        frames = [read_city(root, c).assign(city_index=i) for i, c in enumerate(cities)]
-        df = pd.concat(frames, ignore_index=True)
-        # one key per (city, place): place ids repeat across cities
-        key = df["city_index"].to_numpy(np.int64) * (1 << 40) + df["place_id"].to_numpy(np.int64)
-        uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        keep = counts[inverse] >= min_img_per_place
-        files = df["file"].to_numpy(dtype=object)[keep]
-        check_images(root, files)
-        key, inverse = key[keep], np.unique(key[keep], return_inverse=True)[1]
+        if encoded and transform is not None:
+            raise ValueError("encoded items hold the files' bytes: the transform runs on the device, not here")
+        keys, files, missing = [], [], []
+        for i, city in enumerate(cities):
+            place_id, folders, names = read_city(root, city)
+            # one int64 key per (city, place), ordered by city then place: place ids repeat across cities
+            key = np.int64(i) << 40 | place_id
+            _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+            keep = counts[inverse] >= min_img_per_place
+            if not keep.any():
+                raise DataError(f"GSV-Cities: no place of {city} ({root / 'Dataframes' / f'{city}.csv'}) has "
+                                 f"min_img_per_place={min_img_per_place} images (the most is {counts.max()}); "
+                                 f"lower --data.min_img_per_place or remove {city} from --data.cities")
+            folders, names = folders[keep], names[keep]
+            missing += missing_images(root, folders, names)
+            keys.append(key[keep])
+            files.append(np.asarray([f"{f}/{n}" for f, n in zip(folders.tolist(), names.tolist())], dtype=object))
+        if not keys:
+            raise ConfigError("GSV-Cities: no cities given; set --data.cities or leave it unset for the paper's 23")
+        if missing:
+            images = root / "Images"
+            raise NotFoundError(f"GSV-Cities: {len(missing)} image(s) listed in the CSVs are missing under "
+                                    f"{images}, e.g. {[str(images / m) for m in missing[:3]]}. Expected layout: {LAYOUT}")
+        key, files = np.concatenate(keys), np.concatenate(files)
+        place_keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
         order = np.argsort(inverse, kind="stable")
         self.root = root
         self.cities = tuple(cities)
         self.files = files[order]
-        counts = np.bincount(inverse)
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
-        self.city_of_place = (np.unique(key) >> 40).astype(np.int64)
+        self.city_of_place = (place_keys >> 40).astype(np.int64)
         self.img_per_place = img_per_place
         self.transform = transform
+        self.encoded = encoded
 
     @property
     def num_places(self) -> int:
@@ -101,10 +141,14 @@ class GSVCitiesDataset(Dataset):
     def __getitem__(self, place: int):
         start, stop = self.offsets[place], self.offsets[place + 1]
         chosen = start + torch.randperm(int(stop - start))[: self.img_per_place].numpy()
-        images = [load_image(self.root / "Images" / self.files[i]) for i in chosen]
+        labels = torch.full((self.img_per_place,), place, dtype=torch.long)
+        paths = [self.root / "Images" / self.files[i] for i in chosen]
+        if self.encoded:
+            return [read_bytes(p) for p in paths], labels
+        images = [decode_rgb(read_bytes(p), p) for p in paths]
         if self.transform is not None:
             images = [self.transform(img) for img in images]
-        return torch.stack(images), torch.full((self.img_per_place,), place, dtype=torch.long)
+        return torch.stack(images), labels
 
 
 class CityShuffleSampler(Sampler[int]):

@@ -6,36 +6,45 @@ from torch.utils.data import Dataset
 
 from utils.errors import DataError
 
-from utils.images import load_image
+from .image_io import decode_rgb, read_bytes
 
 
 class ImageList(Dataset):
-    """Item i: ``(image i transformed, i, readable)``; the index lets descriptors be put back in order
-    after a distributed sampler interleaved them.
+    """Item i: ``(image i, i, readable)``; the index lets descriptors be put back in order after a
+    distributed sampler interleaved them.
 
-    An unreadable file raises an error naming it, unless ``skip_unreadable``: then the item is a zero
-    image of ``image_size`` (height, width) with ``readable`` False, and the consumer leaves it out.
+    The image is the file decoded to uint8 (3, h, w) and passed through ``transform`` (e.g.
+    ``transforms.EvalTransform``: uint8 (3, H, W)); with ``encoded``, the file's bytes as a 1-D uint8 tensor,
+    for decoding on the device (``transforms.EncodedCollate``). An unreadable file raises an error naming
+    it, unless ``skip_unreadable``: then the item is a zero image of ``image_size`` (height, width) with
+    ``readable`` False, and the consumer leaves it out.
     """
 
     def __init__(self, paths: Sequence[str], transform: Optional[Callable] = None, skip_unreadable: bool = False,
-                 image_size: Optional[Sequence[int]] = None):
-        if skip_unreadable and image_size is None:
-            raise ValueError("skip_unreadable needs image_size, the size of the stand-in for an unreadable image")
+                 image_size: Optional[Sequence[int]] = None, encoded: bool = False):
+        if skip_unreadable and (image_size is None or encoded):
+            raise ValueError("skip_unreadable needs image_size (the size of the stand-in for an unreadable image) "
+                             "and images decoded by the workers (decode_on cpu)")
         self.images = [str(p) for p in paths]
         self.transform = transform
         self.skip_unreadable = skip_unreadable
         self.image_size = tuple(image_size) if image_size is not None else None
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
+        path = self.images[index]
         try:
-            image = load_image(self.images[index])
+            data = read_bytes(path)
+            if self.encoded:
+                return data, index, True
+            image = decode_rgb(data, path)
         except DataError:
             if not self.skip_unreadable:
                 raise
-            return torch.zeros(3, *self.image_size), index, False
+            return torch.zeros(3, *self.image_size, dtype=torch.uint8), index, False
         if self.transform is not None:
             image = self.transform(image)
         return image, index, True

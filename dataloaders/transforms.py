@@ -1,14 +1,39 @@
-"""Image transforms: the paper's training augmentation and the plain evaluation transform."""
-from typing import Sequence
+"""Image transforms: the paper's training augmentation and the plain evaluation transform.
 
+Data sets hand uint8 images through the DataLoader (a quarter of float32's bytes, no float work in the
+workers); ``prepare_images`` turns a batch into the model's float input on the device
+(``VPRModel.on_after_batch_transfer``). Two places to decode (``data.decode_on``):
+
+- ``cpu``: workers decode, resize (``EvalTransform``) and augment (``TrainTransform``) each image;
+- ``gpu``: workers only read the files' bytes (``encoded=True`` data sets, ``EncodedCollate``); the
+  device decodes them (nvJPEG on CUDA), resizes and applies the same RandAugment to the whole batch.
+
+Both give the pixels of the original float pipeline (``train_transform``/``eval_transform``: PIL resize,
+torchvision's RandAugment on PIL images, ToTensor, Normalize): resizing is the same antialiased
+bilinear filter to the last bit, RandAugment the same operations and magnitudes (``rand_augment.py``).
+"""
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
 import torchvision.transforms as T
+import torchvision.transforms.v2.functional as F2
+from torch import Tensor
+from torch.utils.data import default_collate
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+from .rand_augment import augment_batch, augment_image, draw_ops, magnitudes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DECODE_ON = ("cpu", "gpu")
 
 
+# ------------------------------------------------------------------------ the original float pipeline
 def train_transform(image_size: Sequence[int], rand_augment_ops: int = 3) -> T.Compose:
-    """Resize to (height, width), RandAugment(num_ops), tensor, ImageNet normalisation."""
+    """The original PIL pipeline: resize to (height, width), RandAugment(num_ops), tensor, ImageNet
+    normalisation; the reference ``TrainTransform`` + ``normalize_batch`` is tested against."""
     steps = [T.Resize(tuple(image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True)]
     if rand_augment_ops > 0:
         steps.append(T.RandAugment(num_ops=rand_augment_ops, interpolation=T.InterpolationMode.BILINEAR))
@@ -17,9 +42,131 @@ def train_transform(image_size: Sequence[int], rand_augment_ops: int = 3) -> T.C
 
 
 def eval_transform(image_size: Sequence[int]) -> T.Compose:
-    """Resize to (height, width), tensor, ImageNet normalisation."""
+    """PIL image -> resized (height, width), float, ImageNet-normalised (3, H, W) tensor (``utils.inference``)."""
     return T.Compose([
         T.Resize(tuple(image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
         T.ToTensor(),
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
+
+
+# ------------------------------------------------------------------------------- uint8, in the workers
+def init_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker, as torch has, so N workers use N cores."""
+    cv2.setNumThreads(1)
+
+
+def resize_uint8(images: Tensor, image_size: Sequence[int]) -> Tensor:
+    """uint8 (..., 3, h, w) -> (..., 3, H, W), antialiased bilinear: on the CPU the same pixels as PIL's resize."""
+    if tuple(images.shape[-2:]) == tuple(image_size):
+        return images
+    return F2.resize(images, list(image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True)
+
+
+def _hwc(image: Tensor) -> np.ndarray:
+    """(3, H, W) uint8 tensor -> HWC array; a view when the tensor is channels-last in memory, as
+    torch's uint8 resize returns it."""
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+
+
+def _chw(image: np.ndarray) -> Tensor:
+    """HWC uint8 array -> contiguous (3, H, W) tensor. OpenCV's channel split is ~5x faster than torch's
+    strided copy, which collation would otherwise do on every channels-last image."""
+    return torch.from_numpy(np.stack(cv2.split(image)))
+
+
+class EvalTransform:
+    """Decoded uint8 (3, h, w) image -> uint8 (3, H, W) at ``image_size`` (height, width), contiguous."""
+
+    def __init__(self, image_size: Sequence[int]):
+        self.image_size = tuple(image_size)
+
+    def __call__(self, image: Tensor) -> Tensor:
+        return _chw(_hwc(resize_uint8(image, self.image_size)))
+
+
+class TrainTransform:
+    """Decoded uint8 (3, h, w) image -> resized to ``image_size``, RandAugment(``rand_augment_ops``)
+    -> contiguous uint8 (3, H, W). Draws its operations from torch's generator as ``T.RandAugment`` does."""
+
+    def __init__(self, image_size: Sequence[int], rand_augment_ops: int = 3):
+        self.image_size = tuple(image_size)
+        self.rand_augment_ops = rand_augment_ops
+        self.table = magnitudes(*self.image_size)
+
+    def __call__(self, image: Tensor) -> Tensor:
+        image = _hwc(resize_uint8(image, self.image_size))
+        if self.rand_augment_ops > 0:
+            image = augment_image(image, self.rand_augment_ops, self.table)
+        return _chw(image)
+
+
+# --------------------------------------------------------------------------------- on the device
+def normalize_batch(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """uint8 (..., 3, H, W) -> float32 normalised (ImageNet statistics by default), on the images' device; the
+    arithmetic of ToTensor + Normalize (divide by 255, subtract the mean, divide by the std)."""
+    mean = torch.tensor(mean, device=images.device).view(3, 1, 1)
+    std = torch.tensor(std, device=images.device).view(3, 1, 1)
+    return images.float().div_(255).sub_(mean).div_(std)
+
+
+class EncodedImages:
+    """A batch of undecoded image files (``data``: 1-D uint8 CPU tensors, laid out as ``shape``, e.g.
+    (P, K) places x images or (B,)), decoded on the device by ``decode``. A plain object, not a
+    tensor or a dataclass, so Lightning's batch transfer leaves the bytes on the CPU, where
+    torchvision's decoders read them."""
+
+    def __init__(self, data: list[Tensor], shape: tuple[int, ...], image_size: Sequence[int], rand_augment_ops: int):
+        self.data, self.shape = data, tuple(shape)
+        self.image_size, self.rand_augment_ops = tuple(image_size), rand_augment_ops
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def decode(self, device: torch.device | str, generator: Optional[torch.Generator] = None) -> Tensor:
+        """uint8 (*shape, 3, H, W) on ``device``: decoded (JPEG on the device, other formats on the CPU),
+        resized, and with ``rand_augment_ops`` > 0 augmented (operations drawn from ``generator``)."""
+        device = torch.device(device)
+        is_jpeg = [d[:2].tolist() == [0xFF, 0xD8] for d in self.data]  # the JPEG start-of-image marker
+        jpegs = [d for d, j in zip(self.data, is_jpeg) if j]
+        decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else [])
+        images = [next(decoded) if j else decode_image(d, mode=ImageReadMode.RGB).to(device)
+                  for d, j in zip(self.data, is_jpeg)]
+        # resize images of one size together: one kernel per size, not one per image
+        out = torch.empty(len(images), 3, *self.image_size, dtype=torch.uint8, device=device)
+        sizes: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            sizes.setdefault(tuple(image.shape[-2:]), []).append(i)
+        for rows in sizes.values():
+            out[rows] = resize_uint8(torch.stack([images[i] for i in rows]), self.image_size)
+        if self.rand_augment_ops > 0:
+            ops, signs = draw_ops(len(out), self.rand_augment_ops, generator)
+            out = augment_batch(out, ops, signs, magnitudes(*self.image_size))
+        return out.reshape(*self.shape, 3, *self.image_size)
+
+
+class EncodedCollate:
+    """DataLoader ``collate_fn`` for ``encoded=True`` data sets: items (bytes or list of K bytes, *rest)
+    -> (EncodedImages, *default-collated rest)."""
+
+    def __init__(self, image_size: Sequence[int], rand_augment_ops: int = 0):
+        self.image_size, self.rand_augment_ops = tuple(image_size), rand_augment_ops
+
+    def __call__(self, items: list) -> list:
+        first = items[0][0]
+        if isinstance(first, (list, tuple)):
+            data, shape = [d for item in items for d in item[0]], (len(items), len(first))
+        else:
+            data, shape = [item[0] for item in items], (len(items),)
+        rest = default_collate([tuple(item[1:]) for item in items])
+        return [EncodedImages(data, shape, self.image_size, self.rand_augment_ops), *rest]
+
+
+def prepare_images(images: Tensor | EncodedImages, device: torch.device | str) -> Tensor:
+    """The model's input on ``device``: float32 normalised (..., 3, H, W) from a uint8 batch, an
+    ``EncodedImages`` batch (decoded there), or a float batch (taken as already normalised)."""
+    if isinstance(images, EncodedImages):
+        images = images.decode(device)
+    if images.dtype == torch.uint8:
+        return normalize_batch(images.to(device))
+    return images

@@ -18,7 +18,7 @@ import torch
 from utils.files import atomic_path, atomic_write_text
 
 # bump when embedding changes in a way that changes descriptors: older cache files are not reused
-EMBEDDING_VERSION = 2
+EMBEDDING_VERSION = 3
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from dataloaders.eval.folder import EXTENSIONS, list_images
 from dataloaders.image_list import ImageList
-from dataloaders.transforms import eval_transform
+from dataloaders.transforms import EvalTransform, normalize_batch
 from utils.errors import ConfigError, NotFoundError
 from utils.recall import search_nearest
 
@@ -63,7 +63,7 @@ def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]]
     image_size = tuple(image_size or model.image_size)
     target = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(target).eval()
-    dataset = ImageList(paths, eval_transform(image_size), skip_unreadable, image_size)
+    dataset = ImageList(paths, EvalTransform(image_size), skip_unreadable, image_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=target.type == "cuda")
     dtype = PRECISIONS[precision]
@@ -73,12 +73,20 @@ def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]]
     for images, indices, readable in tqdm(loader, desc=desc, unit="batch", disable=not progress,
                                           leave=False, dynamic_ncols=True):
         with autocast:
-            descriptors = model(images.to(target, non_blocking=True))
+            descriptors = model(model_input(images, model, target))
         descriptors = descriptors.float().cpu().numpy()
         indices, readable = indices.numpy(), readable.numpy().astype(bool)
         out[indices[readable]] = descriptors[readable]
         unreadable.extend(indices[~readable].tolist())
     return out, np.asarray(sorted(unreadable), dtype=np.int64)
+
+
+def model_input(images: torch.Tensor, model, device: torch.device) -> torch.Tensor:
+    """A uint8 (B, 3, H, W) batch on ``device``, normalised with the model's mean/std (ImageNet's by default)."""
+    images = images.to(device, non_blocking=True)
+    if hasattr(model, "normalize"):
+        return model.normalize(images)
+    return normalize_batch(images)
 
 
 def embed(model, images: str | Path | Sequence[str | Path], image_size: Optional[Sequence[int]] = None,

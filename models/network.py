@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from dataloaders.transforms import IMAGENET_MEAN, IMAGENET_STD
+from dataloaders.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from utils.errors import ConfigError
 
 from . import helper
@@ -47,11 +47,8 @@ class VPRNet(nn.Module):
         return self.aggregator(self.backbone(x))
 
     def normalize(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) uint8 (0..255) or float (0..1) images -> float images normalised with mean/std."""
-        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        mean = images.new_tensor(self.mean).view(1, 3, 1, 1)
-        std = images.new_tensor(self.std).view(1, 3, 1, 1)
-        return (images - mean) / std
+        """(B, 3, H, W) uint8 images (0..255) -> float images normalised with this network's mean/std."""
+        return normalize_batch(images, self.mean, self.std)
 
     def load_pretrained(self) -> None:
         """Load the backbone's published pretrained weights (ImageNet, DINOv2 ...), downloading them once.

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dataloaders.transforms import prepare_images
 from utils.distributed import gather_by_index
 from utils.errors import ConfigError
 from utils.losses import LOSSES, MINERS, get_loss, get_miner
@@ -17,6 +18,9 @@ from .backbones import BACKBONE_NAMES
 from .distillation import DistillationConfig, Teacher, build_distill_loss
 from .loading import load_weights
 from .network import build_network
+
+# the model prepares its batches on purpose (VPRDataModule defines no transfer hook): not worth a warning
+warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule` but have passed")
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
@@ -190,6 +194,12 @@ class VPRModel(L.LightningModule):
     def on_fit_start(self):
         if self.teacher is not None:
             self.teacher.to(self.device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Images arrive as uint8 (or as file bytes, with data.decode_on=gpu): normalise on the device."""
+        if isinstance(batch, (list, tuple)) and len(batch) > 0:
+            return [prepare_images(batch[0], self.device), *batch[1:]]
+        return batch
 
     # ---------------------------------------------------------------- training
     def metric_loss(self, descriptors: Tensor, labels: Tensor) -> tuple[Tensor, float]:

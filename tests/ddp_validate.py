@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from dataloaders.eval import EvalDataset, build_eval_set  # noqa: E402
-from dataloaders.transforms import eval_transform  # noqa: E402
+from dataloaders.transforms import EvalTransform  # noqa: E402
 from main import VPRModel  # noqa: E402
 
 
@@ -22,7 +22,7 @@ def main(pitts_root: str, devices: int, out_dir: str) -> None:
     model = VPRModel(backbone_arch="resnet18", layers_to_crop=[4], agg_arch="MixVPR",
                      agg_config={"out_channels": 16, "out_rows": 2}, image_size=(32, 32),
                      keep_eval_descriptors=True)
-    full = build_eval_set("pitts30k_val", {"pitts_root": pitts_root}, eval_transform((32, 32)))
+    full = build_eval_set("pitts30k_val", {"pitts_root": pitts_root}, EvalTransform((32, 32)))
     # an odd number of images, so the distributed sampler pads one rank
     ds = EvalDataset(full.name, full.database_paths, full.query_paths[:-1], full.ground_truth[:-1], full.transform)
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",

@@ -13,19 +13,19 @@ from dataloaders.eval.base import positives_within
 from dataloaders.eval.pittsburgh import read_db_struct
 from dataloaders.gsv_cities import CityShuffleSampler, GSVCitiesDataset
 from dataloaders.synthetic import SYNTHETIC_CITIES
-from dataloaders.transforms import eval_transform, train_transform
+from dataloaders.transforms import EvalTransform, TrainTransform
 from utils.errors import DataError
 
 
 def test_gsv_cities_places_are_k_images_with_labels_unique_across_cities(synthetic):
     ds = GSVCitiesDataset(synthetic["gsv_cities"], SYNTHETIC_CITIES, img_per_place=4, min_img_per_place=4,
-                          transform=train_transform((32, 32)))
+                          transform=TrainTransform((32, 32)))
     frames = [pd.read_csv(synthetic["gsv_cities"] / "Dataframes" / f"{c}.csv") for c in SYNTHETIC_CITIES]
     counts = [f.groupby("place_id").size() for f in frames]
     assert ds.num_places == sum(int((c >= 4).sum()) for c in counts)
     assert ds.num_images == sum(int(c[c >= 4].sum()) for c in counts)
     images, labels = ds[ds.num_places - 1]
-    assert images.shape == (4, 3, 32, 32) and labels.tolist() == [ds.num_places - 1] * 4
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8 and labels.tolist() == [ds.num_places - 1] * 4
     # the last city's places carry labels after every other city's
     assert ds.city_of_place[-1] == len(SYNTHETIC_CITIES) - 1 and np.all(np.diff(ds.city_of_place) >= 0)
 
@@ -62,7 +62,7 @@ def test_city_shuffle_keeps_cities_together_and_redraws_each_epoch():
 
 @pytest.mark.parametrize("name", ["pitts30k_val", "pitts30k_test", "pitts250k_val", "pitts250k_test"])
 def test_pittsburgh_sets_follow_the_mat_file(synthetic, name):
-    ds = build_eval_set(name, {"pitts_root": synthetic["pitts"]}, eval_transform((32, 32)))
+    ds = build_eval_set(name, {"pitts_root": synthetic["pitts"]}, EvalTransform((32, 32)))
     struct = loadmat(str(synthetic["pitts"] / "datasets" / f"{name}.mat"))["dbStruct"][0, 0]
     assert ds.num_references == struct["utmDb"].shape[1] and ds.num_queries == struct["utmQ"].shape[1]
     assert ds.images[0] == str(synthetic["pitts"] / struct["dbImageFns"][0, 0][0])
@@ -72,7 +72,7 @@ def test_pittsburgh_sets_follow_the_mat_file(synthetic, name):
     for q, gt in enumerate(ds.ground_truth):
         assert sorted(gt.tolist()) == np.flatnonzero(dist[q] <= 25).tolist()
     img, index, readable = ds[len(ds) - 1]
-    assert img.shape == (3, 32, 32) and index == len(ds) - 1 and readable
+    assert img.shape == (3, 32, 32) and img.dtype == torch.uint8 and index == len(ds) - 1 and readable
     # the coordinates of every image (for distances in the retrieval pictures): database then queries
     np.testing.assert_allclose(ds.utm, np.concatenate([struct["utmDb"].T, struct["utmQ"].T]))
 
@@ -141,7 +141,7 @@ def test_wrong_layouts_are_reported(synthetic, tmp_path):
 def test_corrupt_image_names_its_path(synthetic, tmp_path):
     pitts = tmp_path / "pitts"
     shutil.copytree(synthetic["pitts"], pitts)
-    ds = build_eval_set("pitts30k_test", {"pitts_root": pitts}, eval_transform((32, 32)))
+    ds = build_eval_set("pitts30k_test", {"pitts_root": pitts}, EvalTransform((32, 32)))
     with open(ds.images[0], "wb") as f:
         f.write(b"not a jpeg")
     with pytest.raises(DataError, match=rf"cannot read image {ds.images[0]}"):
@@ -156,6 +156,32 @@ def test_pittsburgh_mat_with_wrong_fields_is_rejected(tmp_path):
 
 
 def test_eval_items_carry_their_index_for_distributed_gathering(synthetic):
-    ds = build_eval_set("pitts30k_test", {"pitts_root": synthetic["pitts"]}, eval_transform((32, 32)))
+    ds = build_eval_set("pitts30k_test", {"pitts_root": synthetic["pitts"]}, EvalTransform((32, 32)))
     batch = torch.utils.data.default_collate([ds[i] for i in (3, 5)])
     assert batch[1].tolist() == [3, 5]
+
+
+def test_empty_city_and_city_without_qualifying_place_are_errors(synthetic, tmp_path):
+    gsv = tmp_path / "gsv"
+    shutil.copytree(synthetic["gsv_cities"], gsv)
+    first, second = SYNTHETIC_CITIES[:2]
+    csv = gsv / "Dataframes" / f"{first}.csv"
+    pd.read_csv(csv).iloc[:0].to_csv(csv, index=False)  # header only
+    with pytest.raises(ValueError, match=rf"{re.escape(str(csv))} has a header but no images"):
+        GSVCitiesDataset(gsv, [second, first])
+    with pytest.raises(ValueError, match=rf"no place of {second} .* has min_img_per_place=99 images"):
+        GSVCitiesDataset(gsv, [second], img_per_place=4, min_img_per_place=99)
+    csv = gsv / "Dataframes" / f"{second}.csv"
+    pd.read_csv(csv, dtype=str).assign(year="20x0").to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(csv))}: place_id, year, month, northdeg must be integers"):
+        GSVCitiesDataset(gsv, [second])
+
+
+def test_missing_images_of_several_cities_are_counted_together(synthetic, tmp_path):
+    gsv = tmp_path / "gsv"
+    shutil.copytree(synthetic["gsv_cities"], gsv)
+    ds = GSVCitiesDataset(gsv, SYNTHETIC_CITIES[:2])
+    for city in SYNTHETIC_CITIES[:2]:
+        (gsv / "Images" / next(f for f in ds.files if f.startswith(city + "/"))).unlink()
+    with pytest.raises(FileNotFoundError, match=r"2 image\(s\) listed in the CSVs are missing"):
+        GSVCitiesDataset(gsv, SYNTHETIC_CITIES[:2])

@@ -142,15 +142,15 @@ def test_training_lowers_the_loss(synthetic):
     """A few SGD steps on one fixed batch reduce the multi-similarity loss (the gradients are wired)."""
     from dataloaders.gsv_cities import GSVCitiesDataset
     from dataloaders.synthetic import SYNTHETIC_CITIES
-    from dataloaders.transforms import train_transform
+    from dataloaders.transforms import TrainTransform, normalize_batch
     torch.manual_seed(0)
-    ds = GSVCitiesDataset(synthetic["gsv_cities"], SYNTHETIC_CITIES[:1], transform=train_transform((32, 32), 0))
+    ds = GSVCitiesDataset(synthetic["gsv_cities"], SYNTHETIC_CITIES[:1], transform=TrainTransform((32, 32), 0))
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
     model = VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), miner_name="none")
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for _ in range(5):
-        loss, _ = model.metric_loss(model(batch[0].flatten(0, 1)), batch[1].flatten())
+        loss, _ = model.metric_loss(model(normalize_batch(batch[0].flatten(0, 1))), batch[1].flatten())
         opt.zero_grad()
         loss.backward()
         opt.step()

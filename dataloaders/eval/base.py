@@ -14,21 +14,22 @@ class EvalDataset(ImageList):
     """Database images then query images, never shuffled.
 
     ``ground_truth[i]`` holds the database indices that are positives of query i; items are
-    ``(image, index, readable)`` (see ``ImageList``) so descriptors can be put back in order after
-    distribution. ``utm``: (east, north) metres of every image (database then queries) where the set
-    records them (Pittsburgh, folder sets), else None; pictures show distances with it.
+    ``(image, index, readable)`` (see ``ImageList``: the decoded uint8 image through ``transform``, or with
+    ``encoded`` the file's bytes) so descriptors can be put back in order after distribution. ``utm``:
+    (east, north) metres of every image (database then queries) where the set records them (Pittsburgh,
+    folder sets), else None; pictures show distances with it.
     """
 
     def __init__(self, name: str, db_paths: Sequence[Path], q_paths: Sequence[Path],
                  ground_truth: Sequence[np.ndarray], transform: Optional[Callable] = None,
                  skip_unreadable: bool = False, image_size: Optional[Sequence[int]] = None,
-                 utm: Optional[np.ndarray] = None):
+                 utm: Optional[np.ndarray] = None, encoded: bool = False):
         if len(ground_truth) != len(q_paths):
             raise DataError(f"{name}: {len(q_paths)} queries but ground truth for {len(ground_truth)}")
         if utm is not None and len(utm) != len(db_paths) + len(q_paths):
             raise DataError(f"{name}: {len(utm)} coordinates for {len(db_paths) + len(q_paths)} images")
         self.utm = None if utm is None else np.asarray(utm, dtype=np.float64)
-        super().__init__([*db_paths, *q_paths], transform, skip_unreadable, image_size)
+        super().__init__([*db_paths, *q_paths], transform, skip_unreadable, image_size, encoded)
         self.name = name
         self.num_references = len(db_paths)
         self.num_queries = len(q_paths)
