@@ -1,5 +1,6 @@
 """VPRModel: the LightningModule that trains a VPRNet by metric learning and evaluates it by recall@K."""
 import warnings
+from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import lightning as L
@@ -10,12 +11,14 @@ from torch import Tensor
 from dataloaders.transforms import prepare_images
 from utils.distributed import gather_by_index
 from utils.errors import ConfigError
+from utils.files import atomic_write_text
 from utils.losses import LOSSES, MINERS, get_loss, get_miner
 from utils.recall import DEFAULT_K, format_recall_table, get_validation_recalls
 
 from .aggregators import AGGREGATOR_NAMES
 from .backbones import BACKBONE_NAMES
 from .distillation import DistillationConfig, Teacher, build_distill_loss
+from .evaluation import benchmark_title, markdown_table
 from .loading import load_weights
 from .network import build_network
 
@@ -282,6 +285,7 @@ class VPRModel(L.LightningModule):
             return
         if not isinstance(dataloaders, (list, tuple)):
             dataloaders = [dataloaders]
+        tested = {}
         for i, loader in enumerate(dataloaders):
             dataset = loader.dataset
             parts = outputs.get(i, [])
@@ -303,6 +307,20 @@ class VPRModel(L.LightningModule):
                     self.log(f"{name}/R{k}", recalls[k], add_dataloader_idx=False, rank_zero_only=False)
             title = f"{name} after epoch {self.current_epoch + 1}" if self.trainer.state.fn == "fit" else name
             self.print("\n" + format_recall_table(recalls, title) + "\n")
+            tested[name] = recalls
+        if self.trainer.state.fn == "test" and tested:
+            self._report_test(tested)
+
+    def _report_test(self, recalls: dict[str, dict[int, float]]) -> None:
+        """The paper-style table of a test run (R@1/5/10 per test set), printed and written to its folder."""
+        results = {"this model": {"descriptor_dim": self.descriptor_dim, "benchmarks": {
+            name: {"recall": {str(k): v for k, v in r.items()}} for name, r in recalls.items()}}}
+        datamodule = getattr(self.trainer, "datamodule", None)
+        synthetic = bool(getattr(datamodule, "hparams", {}).get("synthetic", False))
+        table = markdown_table(results, list(recalls), titles={n: benchmark_title(n, synthetic) for n in recalls})
+        self.print("\n" + table + "\n")
+        if self.trainer.is_global_zero and self.trainer.log_dir:
+            atomic_write_text(Path(self.trainer.log_dir) / "recalls.md", table + "\n")
 
     def evaluate_descriptors(self, descriptors: np.ndarray, dataset) -> dict[int, float]:
         """Recall@K of an evaluation set (database first, then queries) from its descriptors."""

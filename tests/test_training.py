@@ -14,6 +14,8 @@ from main import VPRModel, load_weights, main
 from models import read_checkpoint
 from tiny_cli import tiny_cli_args
 from utils.errors import CheckpointError, ConfigError
+from utils.plot_metrics import main as plot_metrics_main
+from utils.plot_metrics import read_history
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +54,12 @@ def test_fit_validates_checkpoints_and_resumes_into_a_new_run_folder(synthetic, 
     assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
     # the first run's logs, config and checkpoints are untouched
     assert files_of(first) == before
+    # the curves of the resumed run continue the history of the first
+    history = read_history(second)
+    assert sorted(history["epoch"].dropna().astype(int).unique()) == [0, 1, 2]
+    assert history["pitts30k_val/R1"].notna().sum() == 3
+    picture = plot_metrics_main([str(second)])
+    assert picture == second / "curves.png" and picture.stat().st_size > 10_000
 
 
 def test_last_checkpoint_is_the_latest_epoch_when_the_monitored_recall_plateaus(synthetic, tmp_path):
@@ -131,6 +139,10 @@ def test_validate_and_test_write_their_own_run_folders(synthetic, tmp_path, two_
           "--data.test_sets", "[pitts30k_test, msls_val]"])
     printed = capsys.readouterr().out
     assert "Recall@K (%) on pitts30k_test" in printed and "Recall@K (%) on msls_val" in printed
+    # the paper-style table, printed and written into the test run's folder
+    header = "| Model | Dim | Pitts30k-test R@1 | R@5 | R@10 | MSLS-val R@1 | R@5 | R@10 |"
+    assert header in printed
+    assert (tmp_path / "synthetic_demo" / "version_1" / "recalls.md").read_text().splitlines()[0] == header
     assert files_of(run) == before
     folders = sorted(p.name for p in (tmp_path / "synthetic_demo").glob("version_*"))
     assert folders == ["version_0", "version_1"]
