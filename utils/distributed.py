@@ -11,20 +11,11 @@ def gather_by_index(indices: Tensor, values: Tensor, total: int) -> Tensor:
     (padding duplicates land on the same row with the same value). Ranks may hold different counts.
     """
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        world = dist.get_world_size()
-        count = torch.tensor([len(indices)], device=values.device)
-        counts = [torch.zeros_like(count) for _ in range(world)]
-        dist.all_gather(counts, count)
-        longest = int(max(c.item() for c in counts))
-        pad = longest - len(indices)
-        idx_pad = torch.cat([indices.to(values.device), indices.new_zeros(pad).to(values.device)])
-        val_pad = torch.cat([values, values.new_zeros(pad, *values.shape[1:])])
-        all_idx = [torch.empty_like(idx_pad) for _ in range(world)]
-        all_val = [torch.empty_like(val_pad) for _ in range(world)]
-        dist.all_gather(all_idx, idx_pad)
-        dist.all_gather(all_val, val_pad)
-        indices = torch.cat([i[: int(c.item())] for i, c in zip(all_idx, counts)])
-        values = torch.cat([v[: int(c.item())] for v, c in zip(all_val, counts)])
+        # torchmetrics pads tensors of different lengths, gathers them and trims them back
+        from torchmetrics.utilities.distributed import gather_all_tensors
+
+        indices = torch.cat(gather_all_tensors(indices.to(values.device)))
+        values = torch.cat(gather_all_tensors(values.contiguous()))
     out = values.new_zeros(total, *values.shape[1:])
     seen = torch.zeros(total, dtype=torch.bool, device=values.device)
     out[indices.to(values.device)] = values
