@@ -67,6 +67,10 @@ class VPRCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if "verbose" in config and not self._verbose_given:
+            # validate/test: the model prints each set's recall table once; Lightning's results table would
+            # repeat every set's recall in each dataloader's column
+            config.verbose = False
         if config.checkpoint.monitor is None:
             config.checkpoint.monitor = f"{eval_set_name(config.data.val_sets[0])}/R1"
         if config.checkpoint.filename is None:
@@ -99,6 +103,7 @@ class VPRCLI(LightningCLI):
         # what was given explicitly on the command line (not from configs or defaults): checked against a checkpoint
         self._given = [a.split("=", 1)[0][2:] for a in (args or [])
                        if isinstance(a, str) and a.startswith(("--model.", "--data.image_size"))]
+        self._verbose_given = any(isinstance(a, str) and a.split("=", 1)[0] == "--verbose" for a in (args or []))
         super().parse_arguments(parser, args)
 
 
@@ -175,6 +180,8 @@ def main(args: Optional[Sequence[str]] = None) -> VPRCLI:
         sys.argv[1:] = args
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+        # a resumed run writes into a new folder on purpose (the old one stays as it was)
+        warnings.filterwarnings("ignore", message="The dirpath has changed from .* won't be reloaded")
         return VPRCLI(
             VPRModel, VPRDataModule,
             seed_everything_default=0,

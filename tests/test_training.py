@@ -139,6 +139,7 @@ def test_validate_and_test_write_their_own_run_folders(synthetic, tmp_path, two_
           "--data.test_sets", "[pitts30k_test, msls_val]"])
     printed = capsys.readouterr().out
     assert "Recall@K (%) on pitts30k_test" in printed and "Recall@K (%) on msls_val" in printed
+    assert "DataLoader 1" not in printed  # each set's recall once, not once per dataloader column
     # the paper-style table, printed and written into the test run's folder
     header = "| Model | Dim | Pitts30k-test R@1 | R@5 | R@10 | MSLS-val R@1 | R@5 | R@10 |"
     assert header in printed
