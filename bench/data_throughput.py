@@ -48,7 +48,6 @@ Validation of the synthetic demo: 9.83 s with 0 workers, 9.67 s with the default
 with 2, 10.81 s with 4 (``--only eval --workers 0 1 2 4``).
 """
 import argparse
-import io
 import os
 import sys
 import tempfile
@@ -59,43 +58,20 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.datamodule import default_num_workers  # noqa: E402
-from dataloaders.gsv_cities import COLUMNS, GSVCitiesDataset  # noqa: E402
+from dataloaders.gsv_cities import GSVCitiesDataset  # noqa: E402
 from dataloaders.image_io import decode_rgb, read_bytes  # noqa: E402
-from utils.images import load_image  # noqa: E402
 from dataloaders.rand_augment import augment_image, magnitudes  # noqa: E402
+from dataloaders.synthetic.photos import gsv_layout, make_jpegs  # noqa: E402
+from utils.images import load_image  # noqa: E402
 from dataloaders.transforms import (EncodedCollate, TrainTransform, init_worker, normalize_batch,  # noqa: E402
                                     resize_uint8, train_transform)
 
 IMAGE_SIZE = (320, 320)
 NUM_OPS = 3
-
-
-def make_jpegs(folder: Path, count: int, width: int = 640, height: int = 480, seed: int = 0) -> list[Path]:
-    """``count`` JPEGs of ``width`` x ``height`` (written once): multi-scale smooth noise plus rectangles."""
-    from scipy.ndimage import zoom
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"img_{i:03d}.jpg"
-        if not path.exists():
-            rng = np.random.default_rng([seed, i])
-            img = np.zeros((height, width, 3), np.float32)
-            for step, amplitude in ((64, 90), (16, 40), (4, 20), (1, 8)):
-                noise = rng.normal(size=(height // step + 2, width // step + 2, 3)).astype(np.float32)
-                img += amplitude * zoom(noise, (step, step, 1), order=1)[:height, :width]
-            for _ in range(40):  # facades and windows: sharp edges
-                x, y = rng.integers(0, width), rng.integers(0, height)
-                img[y:y + rng.integers(5, 80), x:x + rng.integers(5, 80)] += rng.normal(0, 40, 3)
-            buf = io.BytesIO()
-            Image.fromarray(np.clip(img + 128, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
-            path.write_bytes(buf.getvalue())
-        paths.append(path)
-    return paths
 
 
 def best_rate(fn: Callable, items: Sequence, reps: int) -> float:
@@ -162,23 +138,6 @@ def same_seed_difference(paths: list[Path], seeds: int = 2) -> tuple[float, floa
             signed.append(levels.mean().item())
             far.append((levels.abs() > 1.01).float().mean().item())
     return float(np.mean(absolute)), float(np.mean(signed)), float(np.mean(far))
-
-
-def gsv_layout(root: Path, paths: list[Path], places: int, per_place: int = 4) -> Path:
-    """A GSV-Cities layout of one city whose images link to ``paths`` (written once)."""
-    if (root / "Dataframes" / "Benchtown.csv").exists():
-        return root
-    (root / "Images" / "Benchtown").mkdir(parents=True, exist_ok=True)
-    (root / "Dataframes").mkdir(parents=True, exist_ok=True)
-    lines = [",".join(COLUMNS)]
-    for place in range(places):
-        for j in range(per_place):
-            lat, lon, pano = f"{40 + place * 1e-4:.7f}", f"{-3 - j * 1e-4:.7f}", f"pano{place:06d}{j:02d}xxxxxxxxxx"
-            lines.append(f"{place},2020,1,{j * 90},Benchtown,{lat},{lon},{pano}")
-            name = f"Benchtown_{place:07d}_2020_01_{j * 90:03d}_{lat}_{lon}_{pano}.jpg"
-            os.link(paths[(place * per_place + j) % len(paths)], root / "Images" / "Benchtown" / name)
-    (root / "Dataframes" / "Benchtown.csv").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def loader_rates(root: Path, workers: Sequence[int], places_per_batch: int, batches: int) -> dict[int, tuple]:
