@@ -71,3 +71,9 @@ def test_release_configs_build_the_released_architecture_with_its_recipe(stem, r
     assert model["optimizer"] == "adamw" and cfg["trainer"]["precision"] == "16-mixed"
     # evaluated at the authors' test size
     assert data["eval_image_size"] == ([384, 384] if "resnet50" in stem else [322, 322])
+
+
+def test_salad_config_decays_the_learning_rate_linearly_per_step_as_its_recipe():
+    model = read_recipe(CONFIGS[0].parent / "salad_dinov2_8448.yaml")["model"]
+    assert (model["lr_schedule"], model["lr_end_factor"], model["lr_decay_steps"]) == ("linear", 0.2, 4000)
+    assert (model["warmup_steps"], model["milestones"]) == (0, [])
