@@ -61,7 +61,7 @@ class VPRModel(L.LightningModule):
         miner_margin: deprecated (the original MixVPR keyword): the miner's epsilon/margin; use miner_config.
         faiss_gpu: run the recall@K search on the GPU (needs faiss-gpu).
         image_size: (height, width) for training and evaluation; None: in_h/in_w of agg_config times the
-            backbone's stride (as the original constructor), else 320 x 320.
+            backbone's stride (as the original constructor), else 320 x 320 (DINOv2: 322 x 322).
         backbone_config: options of backbones that take more (DINOv2: num_trainable_blocks,
             return_token, norm_layer).
         backbone_lr_mult: the backbone's learning rate is lr x backbone_lr_mult.

@@ -1,37 +1,13 @@
 """BoQ and SALAD on a (tiny) DINOv2 train with the existing loss, miner and optimizer settings: through the
 command line on the tiny synthetic data, with the frozen ViT blocks outside the optimizer and without
 gradients, and on a fixed batch, where a few optimizer steps lower the loss."""
-import json
 import math
 
 import pytest
 import torch
 
 from main import VPRModel, main
-from tiny_cli import tiny_cli_args
-
-# aggregator -> (backbone_config, agg_config, image side): 2 x 2 patches for BoQ, 3 x 3 for SALAD (more
-# local features than its 4 clusters)
-TINY_VIT = {
-    "BoQ": ({"num_trainable_blocks": 1}, {"proj_channels": 64, "num_queries": 4, "num_layers": 1, "row_dim": 2}, 28),
-    "SALAD": ({"num_trainable_blocks": 1, "return_token": True, "norm_layer": True},
-              {"num_clusters": 4, "cluster_dim": 4, "token_dim": 4}, 42),
-}
-
-
-def tiny_vit(agg: str) -> dict:
-    """VPRModel arguments of the tiny DINOv2 (2 blocks, the last one trained) with ``agg``."""
-    backbone_config, agg_config, side = TINY_VIT[agg]
-    return {"backbone_arch": "dinov2_vitt14", "backbone_config": backbone_config, "agg_arch": agg,
-            "agg_config": agg_config, "image_size": (side, side)}
-
-
-def cli_args(agg: str) -> list[str]:
-    """``main()`` flags that build ``tiny_vit(agg)``."""
-    settings = tiny_vit(agg)
-    side = settings.pop("image_size")[0]
-    return [a for k, v in settings.items() for a in (f"--model.{k}", v if isinstance(v, str) else json.dumps(v))] + [
-        "--data.image_size", f"[{side}, {side}]"]
+from tiny_cli import model_args, tiny_cli_args, tiny_vit
 
 
 def frozen_parameters(model: VPRModel) -> dict[str, torch.nn.Parameter]:
@@ -49,7 +25,7 @@ def frozen_parameters(model: VPRModel) -> dict[str, torch.nn.Parameter]:
 @pytest.mark.parametrize("agg", ["BoQ", "SALAD"])
 def test_vit_model_trains_from_the_command_line_with_frozen_blocks_outside_the_optimizer(
         synthetic, tmp_path, tiny_dinov2, agg):
-    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=1, name=agg) + cli_args(agg) + [
+    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=1, name=agg) + model_args(tiny_vit(agg)) + [
         "--data.val_sets", "[pitts30k_val]", "--trainer.enable_model_summary", "false"])
     model = cli.model
     metrics = cli.trainer.callback_metrics
