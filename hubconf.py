@@ -1,22 +1,45 @@
 """torch.hub entry points: ``torch.hub.load('<owner>/<repo>', 'mixvpr', backbone='resnet50',
-descriptors_dimension=4096, pretrained=True)``.
+descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` and ``'lightweight_mixvpr'``.
 
 Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, normalised with ``net.mean``/``net.std`` and
-resized to ``net.image_size``, -> (B, D) L2-normalised descriptors. ``pretrained=True`` loads the
-published weights (downloaded once into torch.hub's cache; offline, the error names the file to put
-there). Only torch and torchvision are needed.
+resized to ``net.image_size`` (the size the release's authors evaluate at), -> (B, D) L2-normalised
+descriptors. ``pretrained=True`` loads the published weights (downloaded once into torch.hub's cache;
+offline, the error names the file to put there). torch and torchvision are needed; the Lightweight-MixVPR
+EfficientNet also needs timm. The releases and their addresses: ``models/releases.py``.
 """
 dependencies = ["torch", "torchvision"]
+
+
+def _release(family: str, backbone: str, descriptors_dimension: int | None, pretrained: bool):
+    from models.releases import load_release, release_name
+
+    return load_release(release_name(family, backbone, descriptors_dimension), pretrained)
 
 
 def mixvpr(backbone: str = "resnet50", descriptors_dimension: int = 4096, pretrained: bool = True):
     """MixVPR (Ali-bey et al., WACV 2023): ResNet50 cropped after layer3 + MixVPR, 320 x 320 images;
     descriptors_dimension 4096, 512 or 128 (the authors' three releases)."""
-    from models.releases import RELEASES, load_release
+    return _release("mixvpr", backbone, descriptors_dimension, pretrained)
 
-    name = f"mixvpr_{backbone}_{descriptors_dimension}"
-    if name not in RELEASES:
-        choices = sorted(n for n in RELEASES if n.startswith("mixvpr_"))
-        raise ValueError(f"no MixVPR release for backbone={backbone!r}, descriptors_dimension={descriptors_dimension}; "
-                         f"the releases are {choices}")
-    return load_release(name, pretrained)
+
+def boq(backbone: str = "dinov2", descriptors_dimension: int | None = None, pretrained: bool = True):
+    """BoQ, Bag-of-Queries (Ali-bey et al., CVPR 2024), the authors' two releases: backbone ``dinov2``
+    (DINOv2 ViT-B/14, 12288-d, 322 x 322 images) or ``resnet50`` (cropped after layer3, 16384-d,
+    384 x 384 images). The network returns the descriptor only; its cross-attention maps come from
+    ``net.aggregator.attention_maps(net.backbone(images))``."""
+    return _release("boq", backbone, descriptors_dimension, pretrained)
+
+
+def salad(backbone: str = "dinov2", descriptors_dimension: int | None = None, pretrained: bool = True):
+    """DINOv2 SALAD (Izquierdo & Civera, CVPR 2024), the authors' release: DINOv2 ViT-B/14 (final norm and
+    class token) + SALAD 64 clusters x 128 + 256-d token = 8448-d, 322 x 322 images."""
+    return _release("salad", backbone, descriptors_dimension, pretrained)
+
+
+def lightweight_mixvpr(backbone: str = "efficientnet_b0", descriptors_dimension: int | None = None,
+                       pretrained: bool = True):
+    """The Lightweight-MixVPR project's releases, MixVPR on 320 x 320 images: backbone ``efficientnet_b0``
+    (timm's whole EfficientNet-B0 trunk, 128-d; needs timm: ``pip install timm``), ``mobilenet_v2``
+    (torchvision's MobileNetV2 with its 512-channel head upsampled to 20 x 20, 1024-d) or ``resnet18``
+    (its distilled ResNet18 student, cropped after layer3, 512-d)."""
+    return _release("lightweight", backbone, descriptors_dimension, pretrained)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, UserError
 
 from .loading import load_model
 
@@ -194,8 +194,15 @@ class Teacher:
     def from_checkpoint(cls, path: str | Path, precision: Optional[str] = None, **model_kwargs) -> "Teacher":
         """Teacher from one of our Lightning ``.ckpt`` (architecture from its saved hyper-parameters) or
         a bare state_dict (architecture from ``model_kwargs``: backbone_arch, layers_to_crop, agg_arch,
-        agg_config, image_size). ``model_kwargs`` override saved hyper-parameters."""
-        return cls(load_model(path, **model_kwargs), precision)
+        agg_config, image_size, backbone_config). ``model_kwargs`` override saved hyper-parameters. A
+        teacher that cannot be built or loaded raises the loader's error, saying it is the teacher's."""
+        try:
+            model = load_model(path, **model_kwargs)
+        except UserError as err:
+            raise type(err)(
+                f"distillation teacher {path}: {err}\nThe teacher's architecture goes in distillation.teacher_config "
+                f"(backbone_arch, backbone_config, layers_to_crop, agg_arch, agg_config, image_size).") from None
+        return cls(model, precision)
 
     @property
     def device(self) -> torch.device:

@@ -7,7 +7,6 @@ preprocessing (``image_size``, ``mean``, ``std``) as plain attributes, outside t
 """
 from typing import Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from dataloaders.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
@@ -64,10 +63,11 @@ class VPRNet(nn.Module):
 
 def derive_image_size(backbone: nn.Module, agg_config: dict) -> tuple[int, int]:
     """The image size of a model built without one: the aggregator's map size (``in_h``, ``in_w``, as in
-    the original MixVPR constructor) times the backbone's stride, else 320 x 320."""
+    the original MixVPR constructor) times the backbone's stride, else the backbone's
+    ``default_image_size`` when it has one (DINOv2: 322 x 322), else 320 x 320."""
     if "in_h" in agg_config and "in_w" in agg_config and getattr(backbone, "stride", None):
         return int(agg_config["in_h"]) * backbone.stride, int(agg_config["in_w"]) * backbone.stride
-    return DEFAULT_IMAGE_SIZE
+    return tuple(getattr(backbone, "default_image_size", DEFAULT_IMAGE_SIZE))
 
 
 def build_network(backbone_arch: str = "resnet50", pretrained: bool = False, layers_to_freeze: int = 2,

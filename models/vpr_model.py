@@ -26,6 +26,7 @@ from .network import build_network
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule` but have passed")
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+LR_SCHEDULES = ("step", "linear")
 
 BackboneName = Literal[BACKBONE_NAMES]
 AggregatorName = Literal[AGGREGATOR_NAMES]
@@ -39,7 +40,8 @@ class VPRModel(L.LightningModule):
     The network (``self.net``, a ``VPRNet``) is ``backbone`` (a cropped CNN or a ViT) followed by
     ``aggregator`` (MixVPR, GeM, BoQ ...). The state_dict holds these two and nothing else, so the
     authors' released MixVPR weights load strictly. Training: P places x K images per batch, a metric
-    learning loss with an optional miner, linear warm-up over steps then a step decay by epoch.
+    learning loss with an optional miner, linear warm-up over steps then a step decay by epoch (the
+    paper's) or a linear decay by step (SALAD's).
 
     Args:
         backbone_arch: backbone name (ResNets, lightweight CNNs, DINOv2 ViTs).
@@ -55,17 +57,23 @@ class VPRModel(L.LightningModule):
         weight_decay: weight decay of the optimizer.
         momentum: SGD momentum.
         warmup_steps: optimizer steps of linear warm-up from lr / warmup_steps to lr.
-        milestones: epochs at which the learning rate is multiplied by lr_mult.
+        milestones: epochs at which the learning rate is multiplied by lr_mult (lr_schedule step).
         lr_mult: the factor applied at each milestone.
         loss_name: a pytorch-metric-learning loss class name (paper: MultiSimilarityLoss).
         miner_name: a pytorch-metric-learning miner class name, or none.
         miner_margin: deprecated (the original MixVPR keyword): the miner's epsilon/margin; use miner_config.
         faiss_gpu: run the recall@K search on the GPU (needs faiss-gpu).
         image_size: (height, width) for training and evaluation; None: in_h/in_w of agg_config times the
-            backbone's stride (as the original constructor), else 320 x 320.
+            backbone's stride (as the original constructor), else 320 x 320 (DINOv2: 322 x 322).
         backbone_config: options of backbones that take more (DINOv2: num_trainable_blocks,
             return_token, norm_layer).
         backbone_lr_mult: the backbone's learning rate is lr x backbone_lr_mult.
+        lr_schedule: the decay, whose factor multiplies the warm-up's: ``step`` multiplies the learning rate
+            by lr_mult at each milestone epoch (MixVPR, BoQ); ``linear`` scales it per optimizer step from
+            1.0x down to lr_end_factor over the first lr_decay_steps steps, then keeps it there (SALAD: 0.2
+            over 4000, no warm-up), and takes no milestones.
+        lr_end_factor: lr_schedule linear: the final factor, 0..1.
+        lr_decay_steps: lr_schedule linear: optimizer steps of the decay.
         loss_config: extra arguments of the loss.
         miner_config: extra arguments of the miner.
         recall_k: the K of recall@K computed at evaluation.
@@ -100,6 +108,9 @@ class VPRModel(L.LightningModule):
         image_size: Optional[tuple[int, int]] = None,
         backbone_config: Optional[dict] = None,
         backbone_lr_mult: float = 1.0,
+        lr_schedule: Literal[LR_SCHEDULES] = "step",
+        lr_end_factor: float = 0.2,
+        lr_decay_steps: int = 4000,
         loss_config: Optional[dict] = None,
         miner_config: Optional[dict] = None,
         recall_k: Sequence[int] = DEFAULT_K,
@@ -122,6 +133,13 @@ class VPRModel(L.LightningModule):
         if warmup_steps < 0 or lr <= 0 or lr_mult <= 0 or backbone_lr_mult < 0:
             raise ConfigError(f"lr={lr}, lr_mult={lr_mult} must be positive, warmup_steps={warmup_steps} and "
                               f"backbone_lr_mult={backbone_lr_mult} not negative")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {lr_schedule!r}; choose one of {list(LR_SCHEDULES)}")
+        if lr_schedule == "linear" and (milestones or lr_decay_steps < 1 or not 0 <= lr_end_factor <= 1):
+            raise ConfigError(
+                f"lr_schedule 'linear' decays by step from 1.0x to lr_end_factor over lr_decay_steps steps: it needs "
+                f"lr_decay_steps >= 1 (got {lr_decay_steps}) and 0 <= lr_end_factor <= 1 (got {lr_end_factor}), and "
+                f"takes no milestones (got {list(milestones)}: set milestones to [])")
         net = build_network(backbone_arch, False, layers_to_freeze, layers_to_crop, agg_arch, agg_config,
                             image_size, backbone_config)
         if isinstance(distillation, dict):
@@ -232,8 +250,10 @@ class VPRModel(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        """The optimizer (backbone at lr x backbone_lr_mult) with two schedules: a linear warm-up stepped
-        per optimizer step, and the decay x lr_mult at each milestone, stepped per epoch."""
+        """The optimizer (backbone at lr x backbone_lr_mult) with two schedules, whose factors multiply: a
+        linear warm-up stepped per optimizer step, and lr_schedule's decay: x lr_mult at each milestone,
+        stepped per epoch (step), or from 1.0x to lr_end_factor over the first lr_decay_steps optimizer
+        steps, stepped per step (linear)."""
         hp = self.hparams
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         backbone_ids = {id(p) for p in self.backbone.parameters()}
@@ -250,8 +270,13 @@ class VPRModel(L.LightningModule):
             warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / hp.warmup_steps,
                                                        end_factor=1.0, total_iters=hp.warmup_steps - 1)
             schedules.append({"scheduler": warmup, "interval": "step", "name": "warmup"})
-        decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=sorted(hp.milestones), gamma=hp.lr_mult)
-        schedules.append({"scheduler": decay, "interval": "epoch", "name": "lr"})
+        if hp.lr_schedule == "linear":
+            decay = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=hp.lr_end_factor,
+                                                      total_iters=hp.lr_decay_steps)
+            schedules.append({"scheduler": decay, "interval": "step", "name": "lr"})
+        else:
+            decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=sorted(hp.milestones), gamma=hp.lr_mult)
+            schedules.append({"scheduler": decay, "interval": "epoch", "name": "lr"})
         return [optimizer], schedules
 
     # ---------------------------------------------------------------- evaluation

@@ -25,14 +25,19 @@ def synthetic(tmp_path_factory) -> dict:
 @pytest.fixture
 def tiny_dinov2(monkeypatch) -> dict:
     """Registers test-only DINOv2 sizes (width 32, depth 2, 2 heads; the real 37 x 37 position grid):
-    ``dinov2_vitt14`` (MLP) and ``dinov2_vitt14_swiglu`` (ViT-g's SwiGLU). Returns {name: size}."""
+    ``dinov2_vitt14`` (MLP) and ``dinov2_vitt14_swiglu`` (ViT-g's SwiGLU), for the constructors and for
+    the command line (``--model.backbone_arch``, whose choices come from VPRModel's signature). Returns
+    {name: size}."""
     from functools import partial
+    from typing import Literal
 
     from models.backbones import BACKBONES
     from models.backbones.dinov2 import DINOV2_ARCHS, DINOv2, ViTSize
+    from models.vpr_model import VPRModel
 
     sizes = {"dinov2_vitt14": ViTSize(32, 2, 2), "dinov2_vitt14_swiglu": ViTSize(32, 2, 2, "swiglu")}
     for name, size in sizes.items():
         monkeypatch.setitem(DINOV2_ARCHS, name, size)
         monkeypatch.setitem(BACKBONES, name, partial(DINOv2, name))
+    monkeypatch.setitem(VPRModel.__init__.__annotations__, "backbone_arch", Literal[tuple(BACKBONES)])
     return sizes

@@ -80,3 +80,22 @@ def prefixed(prefix: str, layout: dict) -> dict:
 def release(backbone: dict, aggregator: dict) -> dict:
     """A release's layout: the (prefixed) backbone entries and the aggregator's under ``aggregator.``."""
     return backbone | prefixed("aggregator.", aggregator)
+
+
+def resnet_layout(arch: str) -> dict:
+    """torchvision's ResNet cropped after layer3 (conv1, bn1, layer1..layer3) under its own names."""
+    with torch.device("meta"):
+        trunk = getattr(torchvision.models, arch)(weights=None).state_dict()
+    return {k: tuple(v.shape) for k, v in trunk.items() if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer2", "layer3")}
+
+
+def mixvpr_layout(in_channels: int, positions: int, out_channels: int, depth: int, rows: int) -> dict:
+    """MixVPR's aggregator (the authors' names): depth mixers over the H*W positions, then the channel and
+    row projections."""
+    layout = {"channel_proj.weight": (out_channels, in_channels), "channel_proj.bias": (out_channels,),
+              "row_proj.weight": (rows, positions), "row_proj.bias": (rows,)}
+    for i in range(depth):
+        p = f"mix.{i}.mix."
+        layout |= {p + "0.weight": (positions,), p + "0.bias": (positions,), p + "1.weight": (positions, positions),
+                   p + "1.bias": (positions,), p + "3.weight": (positions, positions), p + "3.bias": (positions,)}
+    return layout

@@ -72,6 +72,14 @@ def test_salad_state_dict_keys_match_dino_salad_ckpt():
     assert model.descriptor_dim == 64 * 128 + 256 == 8448
 
 
+def test_salad_hub_call_without_image_size_builds_at_the_authors_test_size():
+    # serizba/salad's hubconf builds VPRModel without an image size: DINOv2 defaults to 322 x 322 (23 x 23 patches)
+    with torch.device("meta"):
+        model = VPRModel(**{k: v for k, v in SALAD_RELEASE.items() if k != "image_size"})
+    assert model.image_size == (322, 322) and model.hparams.image_size == [322, 322]
+    assert shapes_of(model.state_dict()) == SALAD_CKPT
+
+
 def test_salad_release_loads_strictly_and_matches_the_authors(tiny_dinov2, tmp_path):
     torch.save(seeded_state_dict(TINY_SALAD_CKPT, gain=SALAD_GAIN), tmp_path / "dino_salad.ckpt")
     model = VPRModel(**TINY_SALAD)

@@ -71,3 +71,23 @@ def test_release_configs_build_the_released_architecture_with_its_recipe(stem, r
     assert model["optimizer"] == "adamw" and cfg["trainer"]["precision"] == "16-mixed"
     # evaluated at the authors' test size
     assert data["eval_image_size"] == ([384, 384] if "resnet50" in stem else [322, 322])
+
+
+def test_salad_config_decays_the_learning_rate_linearly_per_step_as_its_recipe():
+    model = read_recipe(CONFIGS[0].parent / "salad_dinov2_8448.yaml")["model"]
+    assert (model["lr_schedule"], model["lr_end_factor"], model["lr_decay_steps"]) == ("linear", 0.2, 4000)
+    assert (model["warmup_steps"], model["milestones"]) == (0, [])
+
+
+def test_boq_demo_differs_from_the_demo_only_in_its_aggregator():
+    demo, boq = (read_recipe(CONFIGS[0].parent / f"{stem}.yaml") for stem in ("synthetic_demo", "synthetic_demo_boq"))
+    assert {k: v for k, v in boq["model"].items() if not k.startswith("agg_")} == \
+           {k: v for k, v in demo["model"].items() if not k.startswith("agg_")}
+    assert (boq["data"], boq["trainer"]) == (demo["data"], demo["trainer"])
+    assert (demo["model"]["agg_arch"], boq["model"]["agg_arch"]) == ("MixVPR", "BoQ")
+    import torch
+
+    from main import VPRModel
+    with torch.device("meta"):
+        model = VPRModel(**{**boq["model"], "image_size": boq["data"]["image_size"]})
+    assert model.descriptor_dim == 512 and model.aggregator.proj_c.in_channels == 256

@@ -1,5 +1,6 @@
 """Distillation end to end on tiny synthetic data: a trained teacher's checkpoint drives a student's fit
-from the command line; the teacher stays outside the student's weights, optimizer and checkpoint."""
+from the command line; the teacher stays outside the student's weights, optimizer and checkpoint. DINOv2
+models (BoQ, SALAD) serve as teachers and as students, at image sizes other than their partner's."""
 import json
 import math
 from pathlib import Path
@@ -7,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from main import VPRModel, load_model, main
-from tiny_cli import tiny_cli_args
+from models.distillation import Teacher
+from tiny_cli import model_args, tiny_cli_args, tiny_vit
 from utils.agreement import similarity_agreement
+from utils.errors import CheckpointError
 
 STUDENT = {"backbone_arch": "resnet18", "layers_to_crop": [3, 4], "layers_to_freeze": 0,
            "agg_config": {"out_channels": 8, "mix_depth": 1, "out_rows": 2}}
@@ -70,6 +74,91 @@ def test_student_fit_with_teacher_checkpoint_distils_and_saves_a_standalone_stud
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(images), student.eval()(images))
+
+
+RECORD_TEACHER_INPUTS = ["--trainer.callbacks", '[{"class_path": "tiny_cli.TeacherInputs"}]']
+
+
+def distillation_args(teacher: Path, loss: str = "similarity", **settings) -> list[str]:
+    return ["--model.distillation", json.dumps({"teacher_checkpoint": str(teacher), "loss": loss, **settings})]
+
+
+def teacher_inputs(cli) -> list[tuple[int, ...]]:
+    return next(c for c in cli.trainer.callbacks if type(c).__name__ == "TeacherInputs").shapes
+
+
+def resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """What the teacher does to a student's images of another size."""
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def optimized_ids(cli) -> set[int]:
+    return {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+
+
+def test_dinov2_boq_teacher_distils_into_a_mobilenet_student_at_another_image_size(synthetic, tmp_path, tiny_dinov2):
+    teacher_run = main(tiny_args(synthetic, tmp_path / "teacher", "boq_teacher") + model_args(tiny_vit("BoQ")))
+    checkpoint = Path(teacher_run.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    student = {"backbone_arch": "mobilenet_v3_small", "layers_to_crop": [4], "layers_to_freeze": -1}
+    cli = main(tiny_args(synthetic, tmp_path, "student") + model_args(student) + distillation_args(checkpoint)
+               + RECORD_TEACHER_INPUTS)
+    teacher = cli.model.teacher
+    assert type(teacher.model.backbone).__name__ == "DINOv2" and teacher.descriptor_dim == 64 * 2
+    # the student's 32 x 32 batches of 4 places x 4 images reach the teacher at its own 28 x 28
+    assert tuple(cli.model.image_size) == (32, 32) and teacher.image_size == (28, 28)
+    assert teacher_inputs(cli) == [(16, 3, 28, 28)] * 2
+    assert math.isfinite(float(cli.trainer.callback_metrics["distill_loss"]))
+    assert not optimized_ids(cli) & {id(p) for p in teacher.model.parameters()}
+    # the teacher embeds as the trained BoQ model does on the resized images
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(images), load_model(checkpoint)(resized(images, (28, 28))))
+
+
+@pytest.mark.parametrize("agg,loss", [("BoQ", "similarity"), ("SALAD", "projection")])
+def test_dinov2_student_distils_from_a_resnet_teacher(synthetic, teacher_checkpoint, tmp_path, tiny_dinov2, agg, loss):
+    cli = main(tiny_args(synthetic, tmp_path, "student") + model_args(tiny_vit(agg))
+               + distillation_args(teacher_checkpoint, loss) + RECORD_TEACHER_INPUTS)
+    student = cli.model
+    side = tiny_vit(agg)["image_size"][0]
+    assert tuple(student.image_size) == (side, side) and student.teacher.image_size == (32, 32)
+    assert teacher_inputs(cli) == [(16, 3, 32, 32)] * 2
+    assert math.isfinite(float(cli.trainer.callback_metrics["distill_loss"]))
+    trainable = {id(p) for p in student.parameters() if p.requires_grad}
+    assert optimized_ids(cli) == trainable
+    assert not trainable & {id(p) for p in student.backbone.model.blocks[0].parameters()}
+    if loss == "projection":
+        assert student.distill_loss_fn.proj.weight.shape == (32, student.descriptor_dim)
+    # the student's checkpoint is a DINOv2 model of its own: it loads and embeds without the teacher
+    reloaded = load_model(Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt")
+    images = torch.randn(2, 3, side, side)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), student.eval()(images))
+
+
+def test_bare_dinov2_salad_teacher_takes_its_architecture_from_teacher_config(synthetic, tmp_path, tiny_dinov2):
+    torch.manual_seed(1)
+    trained = VPRModel(**tiny_vit("SALAD")).eval()
+    bare = tmp_path / "salad_teacher.pth"
+    torch.save(trained.state_dict(), bare)
+    config = {**tiny_vit("SALAD"), "image_size": [42, 42]}
+    cli = main(tiny_args(synthetic, tmp_path, "student") + student_args()
+               + distillation_args(bare, teacher_config=config))
+    teacher = cli.model.teacher
+    assert teacher.model.backbone.return_token and teacher.model.backbone.norm_layer
+    assert teacher.image_size == (42, 42) and math.isfinite(float(cli.trainer.callback_metrics["distill_loss"]))
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = trained(resized(images, (42, 42)))
+        torch.testing.assert_close(teacher(images), expected)
+        # backbone_config holds no weights: without it the same file loads, but embeds differently (no class
+        # token, no final norm)
+        plain = Teacher.from_checkpoint(bare, **{k: v for k, v in config.items() if k != "backbone_config"})
+        assert not torch.allclose(plain(images), expected, atol=1e-3)
+
+    with pytest.raises(CheckpointError, match=r"distillation teacher .*salad_teacher.pth: .*bare state_dict(.|\n)*"
+                                              r"distillation.teacher_config"):
+        main(tiny_args(synthetic, tmp_path, "student") + student_args() + distillation_args(bare))
 
 
 def _unit_rows(n, d, seed):

@@ -82,6 +82,26 @@ def test_learning_rate_warms_up_per_step_then_decays_at_milestone_epochs(synthet
     assert [round(lr, 6) for lr, _ in recorder.seen] == [round(0.1 * e, 6) for e in expected]
 
 
+def test_linear_lr_schedule_decays_per_step_to_its_end_factor_times_the_warm_up(synthetic, tmp_path):
+    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=3) + [
+        "--model.lr", "0.5", "--model.warmup_steps", "2", "--model.milestones", "[]", "--model.lr_schedule", "linear",
+        "--model.lr_end_factor", "0.2", "--model.lr_decay_steps", "4", "--model.backbone_lr_mult", "0.1",
+        "--trainer.callbacks", '[{"class_path": "tiny_cli.LearningRates"}]'])
+    recorder = next(c for c in cli.trainer.callbacks if type(c).__name__ == "LearningRates")
+    # decay 1 - 0.8 * step / 4 down to 0.2 and no further, across epochs, x the warm-up (step + 1) / 2
+    factors = [0.5 * 1.0, 0.8, 0.6, 0.4, 0.2, 0.2]
+    assert [round(lr, 6) for _, lr in recorder.seen] == [round(0.5 * f, 6) for f in factors]
+    assert [round(lr, 6) for lr, _ in recorder.seen] == [round(0.05 * f, 6) for f in factors]
+
+
+def test_linear_lr_schedule_refuses_milestones_and_a_bad_end_factor():
+    with pytest.raises(ConfigError, match=r"takes no milestones \(got \[5, 10, 15, 25, 45\]: set milestones to \[\]\)"):
+        VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), lr_schedule="linear")
+    with pytest.raises(ConfigError, match=r"0 <= lr_end_factor <= 1 \(got 1.5\)"):
+        VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32), lr_schedule="linear", milestones=[],
+                 lr_end_factor=1.5)
+
+
 def test_failed_starts_leave_no_run_folder(synthetic, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="GSV-Cities not found"):
         main(tiny_cli_args(synthetic, tmp_path) + ["--data.gsv_root", str(tmp_path / "missing")])

@@ -1,4 +1,5 @@
 """Command-line arguments that train a tiny model on the tiny synthetic data in seconds (shared by tests)."""
+import json
 from pathlib import Path
 
 from lightning.pytorch import Callback
@@ -27,6 +28,30 @@ def tiny_cli_args(synthetic: dict, logs: Path, epochs: int = 1, name: str = "syn
     ]
 
 
+# aggregator -> (backbone_config, agg_config, image side) on the test-only ``dinov2_vitt14`` (the tiny_dinov2
+# fixture): 2 x 2 patches for BoQ, 3 x 3 for SALAD (more local features than its 4 clusters)
+TINY_VIT = {
+    "BoQ": ({"num_trainable_blocks": 1}, {"proj_channels": 64, "num_queries": 4, "num_layers": 1, "row_dim": 2}, 28),
+    "SALAD": ({"num_trainable_blocks": 1, "return_token": True, "norm_layer": True},
+              {"num_clusters": 4, "cluster_dim": 4, "token_dim": 4}, 42),
+}
+
+
+def tiny_vit(agg: str) -> dict:
+    """VPRModel arguments of the tiny DINOv2 (2 blocks, the last one trained) with ``agg`` (BoQ or SALAD)."""
+    backbone_config, agg_config, side = TINY_VIT[agg]
+    return {"backbone_arch": "dinov2_vitt14", "backbone_config": backbone_config, "agg_arch": agg,
+            "agg_config": agg_config, "image_size": (side, side)}
+
+
+def model_args(settings: dict) -> list[str]:
+    """``main()`` flags for VPRModel ``settings`` (image_size as data.image_size, which the model follows)."""
+    settings = dict(settings)
+    size = settings.pop("image_size", None)
+    args = [a for k, v in settings.items() for a in (f"--model.{k}", v if isinstance(v, str) else json.dumps(v))]
+    return args + (["--data.image_size", json.dumps(list(size))] if size else [])
+
+
 class ConstantMetric(Callback):
     """Logs ``constant`` = 1.0 after every validation: a monitored value that never improves."""
 
@@ -42,3 +67,13 @@ class LearningRates(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.seen.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+
+class TeacherInputs(Callback):
+    """Records the shape of every batch of images the distillation teacher's network receives."""
+
+    def __init__(self):
+        self.shapes: list[tuple[int, ...]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.teacher.model.register_forward_pre_hook(lambda module, args: self.shapes.append(tuple(args[0].shape)))

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utils.errors import ConfigError
+
 HEAD_DIM = 64
 
 
@@ -64,7 +66,7 @@ class BoQ(nn.Module):
         num_heads = proj_channels // HEAD_DIM
         if num_heads < 1 or proj_channels % num_heads:
             fit = max(HEAD_DIM, round(proj_channels / HEAD_DIM) * HEAD_DIM)
-            raise ValueError(f"BoQ proj_channels={proj_channels}: attention uses proj_channels // {HEAD_DIM} heads, "
+            raise ConfigError(f"BoQ proj_channels={proj_channels}: attention uses proj_channels // {HEAD_DIM} heads, "
                              f"so it must be at least {HEAD_DIM} and divisible by that head count; use e.g. {fit} "
                              f"(the releases use 384 and 512)")
         self.proj_c = nn.Conv2d(in_channels, proj_channels, kernel_size=3, padding=1)

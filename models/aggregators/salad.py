@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utils.errors import ConfigError
+
 SINKHORN_ITERATIONS = 3
 HIDDEN = 512
 
@@ -70,7 +72,7 @@ class SALAD(nn.Module):
         dustbin takes the remaining n - m of the mass)."""
         n = height * width
         if n <= self.num_clusters:
-            raise ValueError(
+            raise ConfigError(
                 f"SALAD with num_clusters={self.num_clusters} needs more local features than clusters, but a "
                 f"{height} x {width} map has {n}: use larger images (more than {self.num_clusters} patches, "
                 f"e.g. 224 x 224 for a DINOv2 backbone: 16 x 16 = 256) or num_clusters below {n}")

@@ -40,10 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from utils.errors import ConfigError
+
 from .imagenet_weights import load_pretrained_weights
 
 PATCH_SIZE = 14
 POS_GRID = 37  # the position embedding's grid: 518 x 518 pre-training images
+# 23 x 23 patches: the size SALAD and BoQ evaluate their releases at (320, the CNNs' default, does not divide by 14)
+DEFAULT_IMAGE_SIZE = (322, 322)
 WEIGHTS_URL = "https://dl.fbaipublicfiles.com/dinov2/{name}/{name}_pretrain.pth"
 
 
@@ -207,17 +211,19 @@ class DINOv2(nn.Module):
       return_token: also return the class token, as ``(map, token)`` (SALAD uses it).
       norm_layer: apply the final LayerNorm to the tokens (SALAD: yes; BoQ: no).
     Parameters the forward never uses (``mask_token``; ``norm`` without norm_layer) are frozen, so that
-    distributed training needs no unused-parameter search. ``out_channels`` = D, ``stride`` = 14.
+    distributed training needs no unused-parameter search. ``out_channels`` = D, ``stride`` = 14;
+    ``default_image_size`` (322 x 322) is the size of a model built without one.
     """
 
     FIRST_KEY = "model.cls_token"  # in every state_dict of this class: how weights are matched to it
+    default_image_size = DEFAULT_IMAGE_SIZE
 
     def __init__(self, model_name: str = "dinov2_vitb14", pretrained: bool = False, num_trainable_blocks: int = 2,
                  return_token: bool = False, norm_layer: bool = False):
         super().__init__()
         size = DINOV2_ARCHS[model_name]
         if not (isinstance(num_trainable_blocks, int) and 0 <= num_trainable_blocks <= size.depth):
-            raise ValueError(f"num_trainable_blocks={num_trainable_blocks!r} for {model_name}: use 0..{size.depth} "
+            raise ConfigError(f"num_trainable_blocks={num_trainable_blocks!r} for {model_name}: use 0..{size.depth} "
                              f"(the last N of its {size.depth} blocks train; 0 freezes all)")
         self.model_name = model_name
         self.model = VisionTransformer(size)
@@ -247,7 +253,7 @@ class DINOv2(nn.Module):
         if h % PATCH_SIZE or w % PATCH_SIZE:
             fit = lambda n: sorted({max(PATCH_SIZE, n // PATCH_SIZE * PATCH_SIZE),
                                     math.ceil(n / PATCH_SIZE) * PATCH_SIZE})
-            raise ValueError(f"{self.model_name} needs image sizes divisible by its patch size {PATCH_SIZE}; got "
+            raise ConfigError(f"{self.model_name} needs image sizes divisible by its patch size {PATCH_SIZE}; got "
                              f"{h} x {w}. Use a height of {' or '.join(map(str, fit(h)))} and a width of "
                              f"{' or '.join(map(str, fit(w)))} (e.g. 224 x 224 or 322 x 322)")
         return self.out_channels, h // PATCH_SIZE, w // PATCH_SIZE
