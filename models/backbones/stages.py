@@ -27,7 +27,7 @@ def check_uncropped(model_name: str, layers_to_crop: Sequence[int]) -> None:
     """The Lightweight-MixVPR project's networks are used whole: ``[]`` and ``[4]`` (which its published
     constructor calls pass, and its code ignores) are accepted and crop nothing; anything else raises."""
     if sorted(set(layers_to_crop)) not in ([], [4]):
-        raise ValueError(
+        raise ConfigError(
             f"layers_to_crop={list(layers_to_crop)}: {model_name} is the Lightweight-MixVPR network, used whole "
             f"(nothing is cropped; [] or [4], as that project's calls pass, mean the same). For a trunk cut at "
             f"stride 16 or 8 use the torchvision_* backbones (e.g. torchvision_efficientnet_b0, "

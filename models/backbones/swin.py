@@ -33,6 +33,8 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from utils.errors import ConfigError
+
 from .imagenet_weights import create_timm_model
 from .stages import check_uncropped
 
@@ -57,7 +59,7 @@ class SwinV2(nn.Module):
         stage2 = self.model.layers[2]
         steps = len(stage2.blocks) // BLOCKS_PER_FREEZE_STEP
         if not -1 <= layers_to_freeze <= steps:
-            raise ValueError(f"layers_to_freeze={layers_to_freeze}: use -1 (train all) or 0..{steps} (patch_embed, "
+            raise ConfigError(f"layers_to_freeze={layers_to_freeze}: use -1 (train all) or 0..{steps} (patch_embed, "
                              f"stages 0-1 and the first 5 x k of the {len(stage2.blocks)} blocks of stage 2)")
         self.out_channels = self.model.num_features
         self.stride = self.model.patch_embed.patch_size[0] * 2 ** (len(self.model.layers) - 1)
@@ -77,7 +79,7 @@ class SwinV2(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, 256, 256) image -> (B, out_channels, 8, 8) map of the last stage (sizes for the base model)."""
         if tuple(x.shape[-2:]) != self.image_size:
-            raise ValueError(f"{self.model_name} takes {self.image_size[0]} x {self.image_size[1]} images (its "
+            raise ConfigError(f"{self.model_name} takes {self.image_size[0]} x {self.image_size[1]} images (its "
                              f"windows and masks are fixed), got {x.shape[-2]} x {x.shape[-1]}: set image_size to "
                              f"{list(self.image_size)}")
         return self.model.forward_features(x).permute(0, 3, 1, 2)

@@ -34,6 +34,8 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from utils.errors import ConfigError
+
 from .imagenet_weights import create_timm_model
 from .stages import check_uncropped
 
@@ -57,7 +59,7 @@ class TimmEfficientNet(nn.Module):
         super().__init__()
         check_uncropped(model_name, layers_to_crop)
         if not -1 <= layers_to_freeze <= 4:
-            raise ValueError(f"layers_to_freeze={layers_to_freeze}: use -1 (train all) or 0..4 (conv_stem and "
+            raise ConfigError(f"layers_to_freeze={layers_to_freeze}: use -1 (train all) or 0..4 (conv_stem and "
                              f"blocks 0..k+3 of {model_name}; 2 or more freeze blocks 0-5)")
         self.model_name = model_name
         self.model = create_timm_model(TIMM_EFFICIENTNETS[model_name], pretrained, model_name, num_classes=0)
