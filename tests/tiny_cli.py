@@ -42,3 +42,26 @@ class LearningRates(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.seen.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+
+class Losses(Callback):
+    """Records (epoch, batch index, loss) of every training step."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, int, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.seen.append((trainer.current_epoch, batch_idx, float(loss)))
+
+
+class PoisonWeights(Callback):
+    """Turns every weight into NaN before optimizer step ``step``: a run that diverges there."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            for p in pl_module.parameters():
+                p.data.fill_(float("nan"))
