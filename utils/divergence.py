@@ -30,14 +30,15 @@ class StopOnNonFiniteLoss(Callback):
         diverged = trainer.strategy.reduce_boolean_decision(not math.isfinite(value), all=False)
         if not diverged:
             return
-        kept = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-        last = next((d / LAST for d in kept if (d / LAST).is_file()), None)
+        folders = {Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
+        kept = sorted(p for folder in folders for p in folder.glob("*.ckpt"))
+        last = next((p for p in kept if p.name == LAST), None)
         where = (f"{last} holds the end of epoch {trainer.current_epoch - 1}, the last good one" if last is not None
-                 else "no checkpoint was written before it" if not kept
-                 else f"the checkpoints in {kept[0]} were all written before it")
+                 else f"the checkpoints {[str(p) for p in kept]} were written before it" if kept
+                 else "no checkpoint had been written yet")
         raise TrainingDiverged(
-            f"training diverged: the loss is {value} at step {trainer.global_step} (epoch {trainer.current_epoch}, "
-            f"batch {batch_idx}); nothing was saved from that step on ({where}). Lower the learning rate "
+            f"training diverged: the loss is {value} at optimizer step {trainer.global_step} (epoch "
+            f"{trainer.current_epoch}, batch {batch_idx}); nothing was saved from that step on ({where}). Lower the learning rate "
             f"(--model.lr {pl_module.hparams.get('lr', '?')}), lengthen the warm-up (--model.warmup_steps) or use "
             f"--trainer.gradient_clip_val, then start again from the last good checkpoint with --model.init_from "
             f"<checkpoint>.")
