@@ -81,10 +81,9 @@ class SkippedImages(Callback):
         self._write(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        if isinstance(batch, (list, tuple)) and len(batch) > 2 and torch.is_tensor(batch[2]) and batch[2].numel():
-            files = trainer.datamodule.train_dataset.paths if trainer.datamodule is not None else None
-            if files is not None:
-                self.skipped |= {str(files[i]) for i in batch[2].flatten().tolist()}
+        dataset = getattr(getattr(trainer, "datamodule", None), "train_dataset", None)
+        if dataset is not None and isinstance(batch, (list, tuple)) and len(batch) > 2 and torch.is_tensor(batch[2]):
+            self.skipped |= {str(dataset.root / "Images" / dataset.files[i]) for i in batch[2].flatten().tolist()}
 
     def _eval_batch(self, trainer: Trainer, batch, dataloader_idx: int, loaders) -> None:
         if not (isinstance(batch, (list, tuple)) and len(batch) > 2 and torch.is_tensor(batch[2])):

@@ -417,17 +417,19 @@ def test_msls_ground_truth_runs_no_pickled_code(synthetic, tmp_path):
 
 
 # ---------------------------------------------------------------- 12. one line, exit status 2, traceback on request
-def test_command_line_user_error_is_one_line_and_exit_status_2(synthetic, tmp_path):
-    command = [sys.executable, "main.py", *tiny_cli_args(synthetic, tmp_path), "--data.batch_size", "1"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_command_line_user_error_is_one_line_and_exit_status_2(synthetic, tmp_path, monkeypatch):
+    from utils.cli import run_command
+    args = [*tiny_cli_args(synthetic, tmp_path), "--data.batch_size", "1"]
+    result = subprocess.run([sys.executable, "main.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: data settings: batch_size=1: a batch needs at least 2 places")
     assert len([line for line in lines if line.startswith("error")]) == 1
-    debug = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                           env={**os.environ, "VPR_DEBUG": "1"})
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
     assert run_folders(tmp_path) == []
+    # VPR_DEBUG=1: the exception itself, with its traceback
+    monkeypatch.setenv("VPR_DEBUG", "1")
+    with pytest.raises(ConfigError, match="batch_size=1"):
+        run_command(main, args)
 
 
 # ---------------------------------------------------------------- 13. every crash names the file or the setting

@@ -50,7 +50,7 @@ def utm_from_names(paths: list[Path], what: str) -> tuple[np.ndarray, np.ndarray
     zones: dict[str, int] = {}
     without_zone: Optional[Path] = None
     for i, path in enumerate(paths):
-        fields = path.name.split("@")
+        fields = path.stem.split("@")  # the extension off: "@east@north.jpg" reads too
         try:
             east, north = float(fields[1]), float(fields[2])
         except (IndexError, ValueError):
