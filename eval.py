@@ -23,7 +23,8 @@ and faiss exact search for recall@K. Each run writes into a new ``<out_dir>/vers
 <benchmark>/`` (pictures and a CSV record). Descriptors are cached in ``<out_dir>/descriptors/``,
 reused when the weights, images, image size and precision are the same.
 
-Unreadable images stop the run with their path. With ``--skip_unreadable true`` they are left out: an
+Unreadable images stop the run with their path. With ``--data.skip_unreadable true`` (as in training)
+they are left out: an
 unreadable database image leaves the database (a query whose only positives were unreadable keeps
 counting, as a miss), an unreadable query leaves the evaluation (the denominator shrinks); the count
 is printed and recorded, and the paths are listed in ``skipped_<benchmark>.txt``.
@@ -100,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
               f"{'' if own_settings else ', architecture from the settings'})")
         results[label] = {"checkpoint": str(path), "weights_sha256": fingerprint, "descriptor_dim": net.descriptor_dim,
                           "image_size": list(size), "benchmarks": {}}
-        settings = {"image_size": size, "precision": cfg.precision, "skip_unreadable": cfg.skip_unreadable,
+        settings = {"image_size": size, "precision": cfg.precision, "skip_unreadable": cfg.data.skip_unreadable,
                     "batch_size": cfg.batch_size, "device": cfg.device, "num_workers": cfg.num_workers,
                     "progress": cfg.progress, "k": k_values, "faiss_gpu": cfg.faiss_gpu,
                     "visualize": cfg.visualize, "failures_only": cfg.failures_only, "top_k": cfg.top_k}

@@ -25,8 +25,11 @@ from dataloaders.eval import eval_set_name
 from models import VPRModel, VPRNet, load_model, load_weights, read_checkpoint
 from utils.cli import run_command
 from utils.errors import CheckpointError, ConfigError
+from dataloaders.unreadable import SkippedImages
+from utils.divergence import StopOnNonFiniteLoss
 from utils.recipes import BASE_RECIPE, CONFIG_DIR
 from utils.run_folder import RunFolder, last_checkpoint
+from utils.seeding import StepSeeds
 
 __all__ = ["VPRModel", "VPRNet", "VPRDataModule", "VPRCLI", "load_weights", "load_model", "main"]
 
@@ -96,7 +99,8 @@ class VPRCLI(LightningCLI):
         folder = RunFolder.reserve(loggers) if isinstance(loggers, list) else None
         callbacks = trainer.get("callbacks") or []
         callbacks = [callbacks] if not isinstance(callbacks, list) else callbacks
-        kwargs["callbacks"] = [RunFolder(folder), last_checkpoint(), *callbacks]
+        kwargs["callbacks"] = [RunFolder(folder), last_checkpoint(), StopOnNonFiniteLoss(), StepSeeds(), SkippedImages(),
+                               *callbacks]
         return super().instantiate_trainer(**kwargs)
 
     def parse_arguments(self, parser, args) -> None:
@@ -185,7 +189,9 @@ def main(args: Optional[Sequence[str]] = None) -> VPRCLI:
         return VPRCLI(
             VPRModel, VPRDataModule,
             seed_everything_default=0,
-            parser_kwargs={c: {"default_config_files": [str(BASE_RECIPE)]} for c in SUBCOMMANDS},
+            # exit_on_error=False: a setting that does not parse is printed as one line (utils.cli.run_command)
+            parser_kwargs={"exit_on_error": False,
+                           **{c: {"default_config_files": [str(BASE_RECIPE)], "exit_on_error": False} for c in SUBCOMMANDS}},
             trainer_defaults={
                 "logger": True,
                 "callbacks": [LearningRateMonitor(logging_interval="step")],

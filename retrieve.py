@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     embedded = {}
     for part, paths in (("database", db_paths), ("queries", q_paths)):
         descriptors, unreadable, reused = cached_embed_paths(
-            net, paths, cache_dir, f"{part}-{label}", fingerprint, size, cfg.precision, cfg.skip_unreadable,
+            net, paths, cache_dir, f"{part}-{label}", fingerprint, size, cfg.precision, cfg.data.skip_unreadable,
             batch_size=cfg.batch_size, device=cfg.device, num_workers=cfg.num_workers, progress=cfg.progress)
         keep = np.setdiff1d(np.arange(len(paths)), unreadable)
         if len(unreadable):

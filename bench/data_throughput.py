@@ -62,7 +62,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataloaders.datamodule import default_num_workers  # noqa: E402
-from dataloaders.gsv_cities import GSVCitiesDataset  # noqa: E402
+from dataloaders.gsv_cities import GSVCitiesDataset, collate_places  # noqa: E402
 from dataloaders.image_io import decode_rgb, read_bytes  # noqa: E402
 from dataloaders.rand_augment import augment_image, magnitudes  # noqa: E402
 from dataloaders.synthetic.photos import gsv_layout, make_jpegs  # noqa: E402
@@ -152,7 +152,7 @@ def loader_rates(root: Path, workers: Sequence[int], places_per_batch: int, batc
     for n in workers:
         sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=places_per_batch * (batches + 1))
         loader = torch.utils.data.DataLoader(dataset, batch_size=places_per_batch, sampler=sampler, num_workers=n,
-                                             worker_init_fn=init_worker)
+                                             worker_init_fn=init_worker, collate_fn=collate_places)
         cpu = cpu_seconds()
         it = iter(loader)
         images = next(it)[0].shape[0] * dataset.img_per_place  # workers started, first batch in

@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader
 from utils.errors import ConfigError
 
 from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
-from .gsv_cities import TRAIN_CITIES, CityShuffleSampler, GSVCitiesDataset
+from .gsv_cities import TRAIN_CITIES, CityShuffleSampler, GSVCitiesDataset, collate_places
 from .roots import data_roots
 from .transforms import DECODE_ON, EncodedCollate, EvalTransform, TrainTransform, init_worker
+from .unreadable import find_unreadable, unreadable_error
 
 
 def default_num_workers(processes_per_node: int = 1) -> int:
@@ -19,6 +20,47 @@ def default_num_workers(processes_per_node: int = 1) -> int:
     taskset granted), shared by the node's processes, less one core for the process itself."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, cpus // max(1, processes_per_node) - 1)
+
+
+def check_recipe(batch_size: int, img_per_place: int, min_img_per_place: int, image_size: Sequence[int],
+                 eval_image_size: Optional[Sequence[int]], eval_batch_size: int, pos_radius: float) -> None:
+    """ConfigError for data settings that cannot train: the metric loss learns from pairs of images of one
+    place (positives) against images of other places in the batch (negatives), so a batch needs at least 2
+    places of at least 2 images (batch_size 1 trains at loss 0 for ever)."""
+    problems = []
+    if batch_size < 2:
+        problems.append(f"batch_size={batch_size}: a batch needs at least 2 places, the other places' images being "
+                        f"the negatives (with 1 the loss is 0 and nothing is learnt); the paper uses 120")
+    if img_per_place < 2:
+        problems.append(f"img_per_place={img_per_place}: a place needs at least 2 images to give a positive pair; "
+                        f"the paper uses 4")
+    if min_img_per_place < img_per_place:
+        problems.append(f"min_img_per_place={min_img_per_place} < img_per_place={img_per_place}: every place must "
+                        f"have at least img_per_place images")
+    for name, size in (("image_size", image_size), ("eval_image_size", eval_image_size)):
+        if size is not None and (len(size) != 2 or min(size) <= 0):
+            problems.append(f"{name}={list(size)}: (height, width) with positive sizes, e.g. [320, 320]")
+    if eval_batch_size < 1:
+        problems.append(f"eval_batch_size={eval_batch_size} must be at least 1")
+    if not pos_radius > 0:
+        problems.append(f"pos_radius={pos_radius} must be positive (metres)")
+    if problems:
+        raise ConfigError("data settings: " + "; ".join(problems) + " (set them with --data.<name>)")
+
+
+def follow_epochs(sampler, dataset: GSVCitiesDataset, epoch: int) -> None:
+    """Make ``sampler.set_epoch`` (Lightning calls it at every epoch start) set ``dataset``'s epoch too, so that
+    the images and augmentations drawn per place follow the epoch, and start both at ``epoch`` (the epoch a
+    resumed run starts at: Lightning creates the first iterator, whose workers start drawing, before it
+    calls set_epoch)."""
+    set_sampler_epoch = sampler.set_epoch
+
+    def set_epoch(value: int) -> None:
+        set_sampler_epoch(value)
+        dataset.set_epoch(value)
+
+    sampler.set_epoch = set_epoch
+    set_epoch(epoch)
 
 
 class VPRDataModule(L.LightningDataModule):
@@ -48,7 +90,16 @@ class VPRDataModule(L.LightningDataModule):
         synthetic: use the embedded synthetic data sets for every root not given (generated once).
         synthetic_dir: where the synthetic data sets are generated.
         synthetic_scale: default (the demo) or tiny (tests).
-        seed: seed of the synthetic data and of the training order.
+        seed: seed of the synthetic data, of the training order and of the images and augmentations drawn
+            per place (a function of (seed, epoch, place): resumed runs draw what uninterrupted ones draw).
+        skip_unreadable: leave unreadable images out instead of stopping: a training image is replaced by
+            another image of its place (a place without img_per_place readable images sits the step out),
+            an evaluation image leaves its set as in eval.py (a database image leaves the database, a
+            query the evaluation). Each is listed once in skipped_images.txt of the run folder and counted
+            in the logged metric skipped_images.
+        check_images: before training, decode every training and evaluation image (in num_workers
+            processes, with a progress bar): unreadable ones stop the run at once, or with
+            skip_unreadable are left out from the start.
     """
 
     def __init__(
@@ -74,6 +125,8 @@ class VPRDataModule(L.LightningDataModule):
         synthetic_dir: str = "LOGS/synthetic_data",
         synthetic_scale: Literal["default", "tiny"] = "default",
         seed: int = 0,
+        skip_unreadable: bool = False,
+        check_images: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -81,6 +134,12 @@ class VPRDataModule(L.LightningDataModule):
             raise ConfigError(f"unknown decode_on {decode_on!r}; choose one of {DECODE_ON}")
         if num_workers is not None and num_workers < 0:
             raise ConfigError(f"num_workers={num_workers} must be >= 0 (or unset for the CPU-count default)")
+        check_recipe(batch_size, img_per_place, min_img_per_place, image_size, eval_image_size, eval_batch_size,
+                     pos_radius)
+        if skip_unreadable and decode_on == "gpu" and not check_images:
+            raise ConfigError("skip_unreadable with decode_on=gpu: images decoded on the device cannot be left out "
+                              "one by one; also set --data.check_images true (unreadable images are then left out "
+                              "before training), or use --data.decode_on cpu")
         unknown = [s for s in (*val_sets, *test_sets) if not is_eval_set(s)]
         if unknown:
             raise ConfigError(f"unknown evaluation set(s) {unknown}; choose from {sorted(EVAL_SETS)} "
@@ -88,6 +147,8 @@ class VPRDataModule(L.LightningDataModule):
         self.train_dataset: Optional[GSVCitiesDataset] = None
         self.val_datasets: list = []
         self.test_datasets: list = []
+        # images left out at setup (check_images with skip_unreadable), by data set: SkippedImages lists them
+        self.skipped_at_setup: dict[str, list[str]] = {}
 
     def roots(self) -> dict[str, Optional[str]]:
         """Data roots: argument, else environment variable, else the synthetic data (when enabled)."""
@@ -121,7 +182,16 @@ class VPRDataModule(L.LightningDataModule):
                                  "or use --data.synthetic true for the embedded synthetic data")
             self.train_dataset = GSVCitiesDataset(
                 roots["gsv_root"], self.cities(), hp.img_per_place, hp.min_img_per_place,
-                None if encoded else TrainTransform(hp.image_size, hp.rand_augment_ops), encoded=encoded)
+                None if encoded else TrainTransform(hp.image_size, hp.rand_augment_ops), encoded=encoded,
+                skip_unreadable=hp.skip_unreadable, seed=hp.seed)
+            if hp.check_images:
+                paths = self.train_dataset.paths
+                bad = find_unreadable(paths, self.num_workers(), "checking GSV-Cities images")
+                if len(bad):
+                    if not hp.skip_unreadable:
+                        raise unreadable_error("GSV-Cities", paths, bad)
+                    self.skipped_at_setup["gsv_cities"] = [str(paths[i]) for i in bad]
+                    self.train_dataset.without_files(bad)
         if stage in ("fit", "validate") and not self.val_datasets:
             self.val_datasets = self._eval_sets(hp.val_sets, roots)
         if stage == "test" and not self.test_datasets:
@@ -133,11 +203,22 @@ class VPRDataModule(L.LightningDataModule):
         return tuple(self.hparams.eval_image_size or self.hparams.image_size)
 
     def _eval_sets(self, names: Sequence[str], roots: dict) -> list:
-        encoded = self.hparams.decode_on == "gpu"
+        hp = self.hparams
+        encoded = hp.decode_on == "gpu"
         transform = None if encoded else EvalTransform(self.eval_image_size)
-        datasets = [build_eval_set(name, roots, transform, self.hparams.pos_radius) for name in names]
-        for dataset in datasets:
+        datasets = [build_eval_set(name, roots, transform, hp.pos_radius) for name in names]
+        for i, dataset in enumerate(datasets):
             dataset.encoded = encoded
+            # with skip_unreadable, an unreadable image is a zero image marked unreadable (decoded in the workers)
+            dataset.skip_unreadable = hp.skip_unreadable and not encoded
+            dataset.image_size = self.eval_image_size
+            if hp.check_images:
+                bad = find_unreadable(dataset.images, self.num_workers(), f"checking {dataset.name} images")
+                if len(bad):
+                    if not hp.skip_unreadable:
+                        raise unreadable_error(dataset.name, dataset.images, bad)
+                    self.skipped_at_setup[dataset.name] = [dataset.images[j] for j in bad]
+                    datasets[i] = dataset.without(bad)
         return datasets
 
     def num_workers(self) -> int:
@@ -148,19 +229,23 @@ class VPRDataModule(L.LightningDataModule):
         processes = trainer.num_devices if trainer is not None else max(1, torch.cuda.device_count())
         return default_num_workers(processes)
 
-    def _collate(self, image_size, rand_augment_ops: int):
-        """Default collation, or for decode_on='gpu' the batch of file bytes the device decodes."""
+    def _collate(self, image_size, rand_augment_ops: int, training: bool = False):
+        """Default collation (training: ``collate_places``), or for decode_on='gpu' the batch of file bytes
+        the device decodes."""
         if self.hparams.decode_on == "gpu":
             return EncodedCollate(image_size, rand_augment_ops)
-        return None
+        return collate_places if training else None
 
     def train_dataloader(self) -> DataLoader:
         """P places per batch, city by city in a new order each epoch."""
         sampler = CityShuffleSampler(self.train_dataset.city_of_place, self.hparams.shuffle_all, self.hparams.seed)
+        # the epoch about to run: restored from a checkpoint by now (trainer.current_epoch catches up only later)
+        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        follow_epochs(sampler, self.train_dataset, epoch)
         workers = self.num_workers()
         return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, sampler=sampler,
                           num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                          collate_fn=self._collate(self.hparams.image_size, self.hparams.rand_augment_ops),
+                          collate_fn=self._collate(self.hparams.image_size, self.hparams.rand_augment_ops, True),
                           worker_init_fn=init_worker)
 
     def _eval_loaders(self, datasets) -> list[DataLoader]:

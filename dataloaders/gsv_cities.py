@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from utils.errors import ConfigError, DataError, NotFoundError
 
@@ -40,7 +40,8 @@ def read_city(root: Path, city: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
         df = pd.read_csv(csv, dtype={c: (np.int64 if c in INT_COLUMNS else str) for c in COLUMNS},
                          keep_default_na=False)
     except pd.errors.EmptyDataError:
-        df = pd.DataFrame()
+        raise DataError(f"GSV-Cities: {csv} is empty ({csv.stat().st_size} bytes, not even the header line); restore "
+                        f"it or remove {city} from --data.cities. Expected layout: {LAYOUT}") from None
     except ValueError as err:
         raise DataError(f"GSV-Cities: {csv}: {', '.join(INT_COLUMNS)} must be integers ({err})") from None
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -68,20 +69,28 @@ def missing_images(root: Path, folders: np.ndarray, names: np.ndarray) -> list[s
         missing += [f"{folder}/{n}" for n in in_folder if n not in present]
     return missing
 
+
 class GSVCitiesDataset(Dataset):
-    """Places of the given cities; item i = (K images of place i, (K,) place labels).
+    """Places of the given cities; item i = (K images of place i, (K,) place labels, skipped files).
 
     Images are uint8 ``(K, 3, H, W)`` tensors: each file decoded and passed through ``transform`` (uint8
     (3, h, w) -> uint8 (3, H, W), e.g. ``transforms.TrainTransform``); float conversion and normalisation
     happen on the device (``transforms.normalize_batch``). With ``encoded=True`` the item holds the K
     files' bytes instead (a list of 1-D uint8 tensors) for decoding on the device (``EncodedCollate``).
     Place labels are contiguous integers, unique across cities. Places with fewer than
-    ``min_img_per_place`` images are dropped. Each access draws K of the place's images at random.
+    ``min_img_per_place`` images are dropped.
+
+    Each access draws K of the place's images at random, and the transform its augmentation, from a
+    generator seeded by (``seed``, epoch, place): the same epoch shows the same images whatever the number
+    of DataLoader workers and whether the run was resumed (``set_epoch``; ``VPRDataModule`` calls it).
+    An unreadable image stops with its path, or with ``skip_unreadable`` is replaced by another image of
+    the place; a place without K readable images is left out of the step (its images are None). The third
+    element, a 1-D int64 tensor, holds the indices (into ``files``) of the images skipped for this item.
     """
 
     def __init__(self, root: str | Path, cities: Sequence[str] = TRAIN_CITIES, img_per_place: int = 4,
                  min_img_per_place: int = 4, transform: Optional[Callable[[Tensor], Tensor]] = None,
-                 encoded: bool = False):
+                 encoded: bool = False, skip_unreadable: bool = False, seed: int = 0):
         root = Path(root)
         if not (root / "Dataframes").is_dir():
             raise NotFoundError(f"GSV-Cities not found: expected {root / 'Dataframes'} with one <City>.csv per "
@@ -118,12 +127,39 @@ class GSVCitiesDataset(Dataset):
         order = np.argsort(inverse, kind="stable")
         self.root = root
         self.cities = tuple(cities)
-        self.files = files[order]
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
-        self.city_of_place = (place_keys >> 40).astype(np.int64)
         self.img_per_place = img_per_place
+        self.min_img_per_place = min_img_per_place
         self.transform = transform
         self.encoded = encoded
+        self.skip_unreadable = skip_unreadable
+        self.seed = int(seed)
+        # in shared memory: DataLoader workers (started once, persistent) see what set_epoch writes
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._set_places(files[order], counts, (place_keys >> 40).astype(np.int64))
+
+    def _set_places(self, files: np.ndarray, counts: np.ndarray, city_of_place: np.ndarray) -> None:
+        """Files grouped by place (``counts`` files per place, in place order); at least 2 places."""
+        self.files = files
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.city_of_place = city_of_place
+        if self.num_places < 2:
+            cities = ", ".join(self.cities)
+            raise DataError(f"GSV-Cities: only {self.num_places} place of {cities} has min_img_per_place="
+                            f"{self.min_img_per_place} readable images: the metric loss needs at least 2 places per "
+                            f"batch (the other places are the negatives) and learns nothing from one. Add cities "
+                            f"(--data.cities) or lower --data.min_img_per_place")
+
+    def without_files(self, indices: Sequence[int]) -> None:
+        """Leave out the files at ``indices`` (e.g. found unreadable at setup), in place; places left with
+        fewer than ``min_img_per_place`` images leave too. Labels are renumbered (still contiguous)."""
+        counts = np.diff(self.offsets)
+        place_of_file = np.repeat(np.arange(self.num_places), counts)
+        keep = np.ones(len(self.files), dtype=bool)
+        keep[np.asarray(indices, dtype=np.int64)] = False
+        remaining = np.bincount(place_of_file[keep], minlength=self.num_places)
+        kept_places = remaining >= self.min_img_per_place
+        keep &= kept_places[place_of_file]
+        self._set_places(self.files[keep], remaining[kept_places], self.city_of_place[kept_places])
 
     @property
     def num_places(self) -> int:
@@ -135,20 +171,62 @@ class GSVCitiesDataset(Dataset):
         """Number of images of the kept places."""
         return len(self.files)
 
+    @property
+    def paths(self) -> list[Path]:
+        """The image files, in ``files`` order."""
+        return [self.root / "Images" / f for f in self.files]
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next items are drawn for (their random draws depend on it)."""
+        self._epoch[0] = int(epoch)
+
+    def item_seed(self, place: int) -> int:
+        """The seed of the random draws of ``place`` in the current epoch: a function of (seed, epoch, place)."""
+        return int(np.random.SeedSequence([self.seed, int(self._epoch[0]), int(place)]).generate_state(1)[0])
+
     def __len__(self) -> int:
         return self.num_places
 
     def __getitem__(self, place: int):
-        start, stop = self.offsets[place], self.offsets[place + 1]
-        chosen = start + torch.randperm(int(stop - start))[: self.img_per_place].numpy()
+        start, stop = int(self.offsets[place]), int(self.offsets[place + 1])
         labels = torch.full((self.img_per_place,), place, dtype=torch.long)
-        paths = [self.root / "Images" / self.files[i] for i in chosen]
-        if self.encoded:
-            return [read_bytes(p) for p in paths], labels
-        images = [decode_rgb(read_bytes(p), p) for p in paths]
-        if self.transform is not None:
-            images = [self.transform(img) for img in images]
-        return torch.stack(images), labels
+        # draws from torch's generator (the transform's RandAugment draws as torchvision's does), seeded for
+        # this item and restored afterwards: with no workers the main process's random state is untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.item_seed(place))
+            images, skipped = [], []
+            for i in (start + torch.randperm(stop - start)).tolist():
+                if len(images) == self.img_per_place:
+                    break
+                path = self.root / "Images" / self.files[i]
+                try:
+                    data = read_bytes(path)
+                    images.append(data if self.encoded else decode_rgb(data, path))
+                except (DataError, NotFoundError) as err:
+                    if not self.skip_unreadable:
+                        raise type(err)(f"{err} (GSV-Cities training image; --data.check_images true finds "
+                                        f"every unreadable image before training)") from None
+                    skipped.append(i)
+            skipped = torch.tensor(skipped, dtype=torch.long)
+            if len(images) < self.img_per_place:
+                return None, labels, skipped  # too few readable images: the place sits this step out
+            if self.encoded:
+                return images, labels, skipped
+            if self.transform is not None:
+                images = [self.transform(img) for img in images]
+        return torch.stack(images), labels, skipped
+
+
+def collate_places(items: list) -> list:
+    """DataLoader ``collate_fn`` of GSVCitiesDataset items (decoded on the CPU): [(P, K, 3, H, W) images,
+    (P, K) labels, (S,) indices of the files skipped as unreadable]; places without K readable images
+    (images None) are left out of the batch."""
+    kept = [(images, labels) for images, labels, _ in items if images is not None]
+    if not kept:
+        raise DataError(f"none of the {len(items)} places of a training batch has img_per_place readable images; "
+                        f"see the images listed in skipped_images.txt of the run folder")
+    skipped = torch.cat([s for _, _, s in items]) if items else torch.zeros(0, dtype=torch.long)
+    return [*default_collate(kept), skipped]
 
 
 class CityShuffleSampler(Sampler[int]):

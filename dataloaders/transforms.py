@@ -25,6 +25,11 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from .rand_augment import augment_batch, augment_image, draw_ops, magnitudes
 
+# OpenCV single-threaded in every process that imports this: a DataLoader worker forked after OpenCV's thread
+# pool started in the parent (transforms run there with num_workers=0) deadlocks in its first OpenCV call, and
+# each worker uses one core anyway (torch's own setting in workers)
+cv2.setNumThreads(1)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODE_ON = ("cpu", "gpu")
@@ -52,8 +57,11 @@ def eval_transform(image_size: Sequence[int]) -> T.Compose:
 
 # ------------------------------------------------------------------------------- uint8, in the workers
 def init_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker, as torch has, so N workers use N cores."""
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker, as torch has, so N workers use N cores;
+    numpy's generator seeded from the worker's torch seed (torch seeds only itself and Python's random, so
+    every worker would otherwise draw numpy's same numbers)."""
     cv2.setNumThreads(1)
+    np.random.seed(torch.initial_seed() % 2**32)
 
 
 def resize_uint8(images: Tensor, image_size: Sequence[int]) -> Tensor:
@@ -146,19 +154,24 @@ class EncodedImages:
 
 
 class EncodedCollate:
-    """DataLoader ``collate_fn`` for ``encoded=True`` data sets: items (bytes or list of K bytes, *rest)
-    -> (EncodedImages, *default-collated rest)."""
+    """DataLoader ``collate_fn`` for ``encoded=True`` data sets: evaluation items (bytes, index, readable) ->
+    (EncodedImages, indices, readable); training items (K files' bytes, labels, skipped file indices) ->
+    (EncodedImages (P, K), labels, all skipped indices)."""
 
     def __init__(self, image_size: Sequence[int], rand_augment_ops: int = 0):
         self.image_size, self.rand_augment_ops = tuple(image_size), rand_augment_ops
 
     def __call__(self, items: list) -> list:
         first = items[0][0]
-        if isinstance(first, (list, tuple)):
-            data, shape = [d for item in items for d in item[0]], (len(items), len(first))
+        if isinstance(first, (list, tuple)) or first is None:
+            # training places (K files, labels, skipped file indices); a place without K files sits out
+            places = [item for item in items if item[0] is not None]
+            data = [d for item in places for d in item[0]]
+            shape = (len(places), len(places[0][0]) if places else 0)
+            rest = [default_collate([item[1] for item in places]), torch.cat([item[2] for item in items])]
         else:
             data, shape = [item[0] for item in items], (len(items),)
-        rest = default_collate([tuple(item[1:]) for item in items])
+            rest = default_collate([tuple(item[1:]) for item in items])
         return [EncodedImages(data, shape, self.image_size, self.rand_augment_ops), *rest]
 
 

@@ -23,8 +23,9 @@ Precision = Literal[tuple(PRECISIONS)]
 
 def recipe_parser(prog: str, description: str) -> ArgumentParser:
     """A parser with --config, --checkpoint and the sections of a training recipe; the command adds its own."""
+    # exit_on_error=False: a setting that does not parse is raised and printed as one line (utils.cli.run_command)
     parser = ArgumentParser(prog=prog, description=description, default_config_files=[str(BASE_RECIPE)],
-                            parser_mode="yaml")
+                            parser_mode="yaml", exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a training recipe (configs/*.yaml)")
     parser.add_argument("--checkpoint", type=Union[list[str], str], required=True,
                         help="our Lightning .ckpt, or a bare state_dict such as the authors' releases; eval.py "
@@ -48,8 +49,6 @@ def command_parser(prog: str, description: str) -> ArgumentParser:
     run.add_argument("--device", type=str, default="auto", help="auto (GPU if any), cpu, cuda, cuda:1 ...")
     run.add_argument("--precision", type=Precision, default="32", help="autocast precision of the forward pass")
     run.add_argument("--faiss_gpu", type=bool, default=False, help="faiss search on the GPU (needs faiss-gpu)")
-    run.add_argument("--skip_unreadable", type=bool, default=False,
-                     help="leave unreadable images out (and say how many) instead of stopping")
     run.add_argument("--cache", type=bool, default=True, help="read and write cached descriptors")
     run.add_argument("--cache_dir", type=Optional[str], default=None,
                      help="descriptor cache (default: <out_dir>/descriptors)")

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from dataloaders.eval import EvalDataset
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DataError
 from utils.files import atomic_write_text
 from utils.recall import format_recall_table, get_validation_recalls, search_nearest
 from utils.visualize import plot_recall_curves, save_retrievals
@@ -66,17 +66,28 @@ def model_labels(paths: Sequence[str | Path], names: Optional[Sequence[str]] = N
 
 def drop_images(dataset: EvalDataset, indices: np.ndarray) -> EvalDataset:
     """``dataset`` without the images at ``indices`` (database first, then queries): ground-truth
-    indices are renumbered; a query keeps its remaining positives (none left: it counts as a miss)."""
-    indices = np.asarray(indices, dtype=np.int64)
-    keep = np.ones(len(dataset), dtype=bool)
-    keep[indices] = False
-    keep_db, keep_q = keep[: dataset.num_references], keep[dataset.num_references:]
-    renumber = np.cumsum(keep_db) - 1
-    gt = [renumber[p[keep_db[p]]] for p, kept in zip(dataset.ground_truth, keep_q) if kept]
-    db = [p for p, k in zip(dataset.database_paths, keep_db) if k]
-    queries = [p for p, k in zip(dataset.query_paths, keep_q) if k]
-    utm = dataset.utm[keep] if dataset.utm is not None else None
-    return EvalDataset(dataset.name, db, queries, gt, dataset.transform, utm=utm)
+    indices are renumbered; a query keeps its remaining positives (none left: it counts as a miss).
+    See ``EvalDataset.without``."""
+    return dataset.without(indices)
+
+
+def evaluation_recalls(descriptors: np.ndarray, dataset: EvalDataset, k_values: Sequence[int],
+                       faiss_gpu: bool = False) -> tuple[dict[int, float], EvalDataset, np.ndarray]:
+    """(recall@K, the set evaluated, indices left out) of ``dataset`` from its (N, D) descriptors, database
+    first then queries, as in validation. NaN rows are images left out as unreadable (``skip_unreadable``):
+    an unreadable database image leaves the database, an unreadable query the evaluation
+    (``EvalDataset.without``); training's validation and eval.py share this, so they agree."""
+    unreadable = np.flatnonzero(np.isnan(descriptors).any(axis=1))
+    if len(unreadable):
+        dataset = dataset.without(unreadable)
+        descriptors = np.delete(descriptors, unreadable, axis=0)
+    if dataset.num_references == 0 or dataset.num_queries == 0:
+        raise DataError(f"{dataset.name}: no readable {'database image' if dataset.num_references == 0 else 'query'} "
+                        f"is left after skipping {len(unreadable)} unreadable image(s)")
+    recalls = get_validation_recalls(descriptors[: dataset.num_references], descriptors[dataset.num_references:],
+                                     k_values, dataset.ground_truth, print_results=False, faiss_gpu=faiss_gpu,
+                                     dataset_name=dataset.name)
+    return recalls, dataset, unreadable
 
 
 def evaluate_benchmark(net: VPRNet, fingerprint: str, dataset: EvalDataset, label: str, settings: dict,
@@ -102,12 +113,9 @@ def evaluate_benchmark(net: VPRNet, fingerprint: str, dataset: EvalDataset, labe
         atomic_write_text(listing, "".join(dataset.images[i] + "\n" for i in unreadable))
         print(f"{dataset.name}: skipped {len(unreadable)} unreadable image(s) ({skipped_db} database, "
               f"{len(unreadable) - skipped_db} queries), listed in {listing}")
-        dataset = drop_images(dataset, unreadable)
-        descriptors = np.delete(descriptors, unreadable, axis=0)
-        record.update(num_references=dataset.num_references, num_queries=dataset.num_queries)
-    recalls = get_validation_recalls(descriptors[: dataset.num_references], descriptors[dataset.num_references:],
-                                     settings["k"], dataset.ground_truth, print_results=False,
-                                     faiss_gpu=settings["faiss_gpu"], dataset_name=dataset.name)
+    recalls, dataset, _ = evaluation_recalls(descriptors, dataset, settings["k"], settings["faiss_gpu"])
+    descriptors = np.delete(descriptors, unreadable, axis=0)
+    record.update(num_references=dataset.num_references, num_queries=dataset.num_queries)
     record["recall"] = {str(k): v for k, v in recalls.items()}
     record["seconds_embedding"] = round(embedded - start, 2)
     record["seconds_recall"] = round(time.perf_counter() - embedded, 2)

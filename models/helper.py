@@ -42,6 +42,20 @@ def feature_map_shape(backbone: nn.Module, image_size: Sequence[int]) -> tuple[i
 
 # the names aggregators give the backbone's output dimensions: index into (C, H, W)
 DIMENSION_NAMES = {"in_channels": 0, "num_channels": 0, "in_h": 1, "in_w": 2}
+# aggregator settings that may be zero (no dropout, no mixer block); every other number an aggregator takes
+# is a size, a count or a strictly positive parameter (GeM's p, NetVLAD's alpha)
+MAY_BE_ZERO = ("dropout", "mix_depth")
+
+
+def check_aggregator_numbers(agg_arch: str, config: dict) -> None:
+    """ConfigError naming every number of ``config`` that is out of range: sizes and counts <= 0 (an
+    ``out_channels: 0`` aggregator would train a 0-d descriptor), zero-allowed settings < 0, NaN."""
+    wrong = {k: v for k, v in config.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+             and not (v >= 0 if k in MAY_BE_ZERO else v > 0)}
+    if wrong:
+        given = ", ".join(f"{k}={v}" for k, v in wrong.items())
+        raise ConfigError(f"{agg_arch} agg_config: {given}: sizes, counts and parameters of an aggregator must be "
+                          f"positive ({', '.join(MAY_BE_ZERO)} may be 0); fix --model.agg_config")
 
 
 def get_aggregator(agg_arch: str, agg_config: dict, backbone: nn.Module, image_size: Sequence[int],
@@ -54,6 +68,7 @@ def get_aggregator(agg_arch: str, agg_config: dict, backbone: nn.Module, image_s
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise ConfigError(f"{agg_arch} does not take {unknown}; its settings are {sorted(accepted)}")
+    check_aggregator_numbers(agg_arch, config)
     shape = feature_map_shape(backbone, image_size)
     c, h, w = shape
     derived = {k: shape[i] for k, i in DIMENSION_NAMES.items() if k in accepted}
@@ -69,7 +84,14 @@ def get_aggregator(agg_arch: str, agg_config: dict, backbone: nn.Module, image_s
     if getattr(backbone, "return_token", False) and not getattr(cls, "accepts_token", False):
         raise ConfigError(f"{backbone_arch or 'the backbone'} returns its class token (return_token=True) but "
                           f"{agg_arch} takes only the feature map: set backbone_config return_token to false")
+    if min(shape) <= 0:
+        raise ConfigError(f"{backbone_arch or 'the backbone'} outputs a {c} x {h} x {w} map for {image_size[0]} x "
+                          f"{image_size[1]} images: too small for its stride {getattr(backbone, 'stride', '?')}; "
+                          f"use a larger image_size")
     aggregator = cls(**{**derived, **config})
     if hasattr(aggregator, "check_input"):
         aggregator.check_input(c, h, w)
+    if not aggregator.out_dim > 0:
+        raise ConfigError(f"{agg_arch} with agg_config {config} gives a {aggregator.out_dim}-d descriptor; "
+                          f"fix --model.agg_config")
     return aggregator

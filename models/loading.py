@@ -48,7 +48,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
             f"{path} needs code to run to be loaded ({first}). Checkpoints are loaded without running "
             f"pickled code; a weights file holds only tensors and plain values. If you wrote this file and "
             f"trust it, load it with torch.load(path, weights_only=False) yourself and save its state_dict.") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, io.UnsupportedOperation) as err:
+    # what torch.load raises for a file that is not (all) a PyTorch checkpoint: a truncated zip, a text
+    # file (its first byte read as a legacy pickle opcode: KeyError), an empty file ...
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, io.UnsupportedOperation) as err:
         size = path.stat().st_size
         raise CheckpointError(f"{path} ({size} bytes) is not a readable PyTorch checkpoint: truncated, still "
                               f"being written, or another kind of file ({type(err).__name__}: {err})") from None

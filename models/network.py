@@ -83,7 +83,8 @@ def build_network(backbone_arch: str = "resnet50", pretrained: bool = False, lay
     if image_size is not None:
         image_size = tuple(int(s) for s in image_size)
         if len(image_size) != 2 or min(image_size) <= 0:
-            raise ConfigError(f"image_size must be (height, width) with positive sizes, got {list(image_size)}")
+            raise ConfigError(f"image_size={list(image_size)}: (height, width) with positive sizes, e.g. "
+                              f"[320, 320] (--data.image_size)")
     backbone = helper.get_backbone(backbone_arch, False, layers_to_freeze, layers_to_crop, backbone_config)
     size = image_size or derive_image_size(backbone, agg_config)
     aggregator = helper.get_aggregator(agg_arch, agg_config, backbone, size, backbone_arch)

@@ -13,12 +13,12 @@ from utils.distributed import gather_by_index
 from utils.errors import ConfigError
 from utils.files import atomic_write_text
 from utils.losses import LOSSES, MINERS, get_loss, get_miner
-from utils.recall import DEFAULT_K, format_recall_table, get_validation_recalls
+from utils.recall import DEFAULT_K, check_k, format_recall_table
 
 from .aggregators import AGGREGATOR_NAMES
 from .backbones import BACKBONE_NAMES
 from .distillation import DistillationConfig, Teacher, build_distill_loss
-from .evaluation import benchmark_title, markdown_table
+from .evaluation import benchmark_title, evaluation_recalls, markdown_table
 from .loading import load_weights
 from .network import build_network
 
@@ -140,6 +140,7 @@ class VPRModel(L.LightningModule):
                 f"lr_schedule 'linear' decays by step from 1.0x to lr_end_factor over lr_decay_steps steps: it needs "
                 f"lr_decay_steps >= 1 (got {lr_decay_steps}) and 0 <= lr_end_factor <= 1 (got {lr_end_factor}), and "
                 f"takes no milestones (got {list(milestones)}: set milestones to [])")
+        check_k(recall_k, "recall_k")
         net = build_network(backbone_arch, False, layers_to_freeze, layers_to_crop, agg_arch, agg_config,
                             image_size, backbone_config)
         if isinstance(distillation, dict):
@@ -234,7 +235,7 @@ class VPRModel(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         """Embed P places x K images and return the metric-learning loss over place labels."""
-        places, labels = batch
+        places, labels = batch[0], batch[1]  # batch[2]: files skipped as unreadable (SkippedImages records them)
         p, k = places.shape[:2]
         images = places.flatten(0, 1)
         descriptors = self(images)
@@ -283,6 +284,8 @@ class VPRModel(L.LightningModule):
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, indices = batch[0], batch[1]
         descriptors = self(images).float().detach()
+        if len(batch) > 2:  # unreadable images (data.skip_unreadable) leave the evaluation: NaN rows
+            descriptors[~batch[2].to(descriptors.device).bool()] = float("nan")
         self._eval_outputs.setdefault(dataloader_idx, []).append((indices, descriptors))
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
@@ -348,7 +351,6 @@ class VPRModel(L.LightningModule):
             atomic_write_text(Path(self.trainer.log_dir) / "recalls.md", table + "\n")
 
     def evaluate_descriptors(self, descriptors: np.ndarray, dataset) -> dict[int, float]:
-        """Recall@K of an evaluation set (database first, then queries) from its descriptors."""
-        return get_validation_recalls(descriptors[: dataset.num_references], descriptors[dataset.num_references:],
-                                      self.hparams.recall_k, dataset.ground_truth, print_results=False,
-                                      faiss_gpu=self.hparams.faiss_gpu, dataset_name=dataset.name)
+        """Recall@K of an evaluation set (database first, then queries) from its descriptors; NaN rows are
+        unreadable images, left out as eval.py leaves them out (``models.evaluation.evaluation_recalls``)."""
+        return evaluation_recalls(descriptors, dataset, self.hparams.recall_k, self.hparams.faiss_gpu)[0]

@@ -24,8 +24,9 @@ def test_gsv_cities_places_are_k_images_with_labels_unique_across_cities(synthet
     counts = [f.groupby("place_id").size() for f in frames]
     assert ds.num_places == sum(int((c >= 4).sum()) for c in counts)
     assert ds.num_images == sum(int(c[c >= 4].sum()) for c in counts)
-    images, labels = ds[ds.num_places - 1]
+    images, labels, skipped = ds[ds.num_places - 1]
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8 and labels.tolist() == [ds.num_places - 1] * 4
+    assert skipped.numel() == 0
     # the last city's places carry labels after every other city's
     assert ds.city_of_place[-1] == len(SYNTHETIC_CITIES) - 1 and np.all(np.diff(ds.city_of_place) >= 0)
 

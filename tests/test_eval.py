@@ -278,7 +278,7 @@ def test_missing_roots_and_bad_folder_layouts_name_the_path(gem_weights, folder_
     shutil.copytree(folder_set, bad)
     first = sorted((bad / "images" / "test" / "queries").iterdir())[0]
     first.rename(first.with_name("IMG_0001.jpg"))
-    with pytest.raises(ValueError, match=r"'IMG_0001.jpg'.*lacks @<utm_east>@<utm_north>@"):
+    with pytest.raises(ValueError, match=r"'IMG_0001.jpg'.*lacks @<UTM_east>@<UTM_north>@"):
         build_eval_set(f"folder:{bad}", {})
 
 
@@ -291,7 +291,7 @@ def test_unreadable_image_stops_with_its_path_or_is_skipped_when_asked(gem_weigh
     with pytest.raises(DataError, match=rf"cannot read image {victim}"):
         run_eval([gem_weights], tmp_path / "stop", [f"folder:{broken}"], synthetic, *args)
     record = run_eval([gem_weights], tmp_path / "skip", [f"folder:{broken}"], synthetic, *args,
-                      "--skip_unreadable", "true")["gem"]["benchmarks"]["broken"]
+                      "--data.skip_unreadable", "true")["gem"]["benchmarks"]["broken"]
     full = build_eval_set(f"folder:{broken}", {})
     assert record["skipped_database"] == 1 and record["skipped_queries"] == 0
     assert record["num_references"] == full.num_references - 1

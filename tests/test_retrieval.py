@@ -84,7 +84,7 @@ def test_unreadable_query_stops_the_run_or_is_skipped_when_asked(photos, tmp_pat
             json.dumps([*sorted(answers), str(broken)]), "--out_dir", str(tmp_path), *FLAGS]
     with pytest.raises(DataError, match=f"cannot read image {broken}"):
         retrieve.main(args)
-    matches = read_matches(retrieve.main(args + ["--skip_unreadable", "true"]))
+    matches = read_matches(retrieve.main(args + ["--data.skip_unreadable", "true"]))
     assert set(matches) == set(answers)
     assert f"queries: skipped 1 unreadable image(s), e.g. {broken}" in capsys.readouterr().out
 

@@ -10,7 +10,7 @@ from torchvision.transforms.autoaugment import _apply_op
 
 from dataloaders.datamodule import VPRDataModule, default_num_workers
 from dataloaders.eval import build_eval_set
-from dataloaders.gsv_cities import GSVCitiesDataset
+from dataloaders.gsv_cities import GSVCitiesDataset, collate_places
 from dataloaders.image_io import decode_rgb, read_bytes
 from utils.images import load_image
 from dataloaders.rand_augment import (OPS, SIGNED, _apply_op_batch, apply_op, augment_batch, draw_ops,
@@ -211,5 +211,6 @@ def test_default_workers_share_the_cpus_among_the_node_s_processes(monkeypatch):
 
 def test_dataloader_batches_are_uint8(synthetic):
     ds = GSVCitiesDataset(synthetic["gsv_cities"], SYNTHETIC_CITIES[:1], transform=TrainTransform((32, 32), 3))
-    images, labels = next(iter(DataLoader(ds, batch_size=2)))
+    images, labels, skipped = next(iter(DataLoader(ds, batch_size=2, collate_fn=collate_places)))
     assert images.dtype == torch.uint8 and images.shape == (2, 4, 3, 32, 32) and images.is_contiguous()
+    assert labels.shape == (2, 4) and skipped.numel() == 0

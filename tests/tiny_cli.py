@@ -77,3 +77,26 @@ class TeacherInputs(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         pl_module.teacher.model.register_forward_pre_hook(lambda module, args: self.shapes.append(tuple(args[0].shape)))
+
+
+class Losses(Callback):
+    """Records (epoch, batch index, loss) of every training step."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, int, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.seen.append((trainer.current_epoch, batch_idx, float(loss)))
+
+
+class PoisonWeights(Callback):
+    """Turns every weight into NaN before optimizer step ``step``: a run that diverges there."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            for p in pl_module.parameters():
+                p.data.fill_(float("nan"))

@@ -1,5 +1,7 @@
 """What every command line of the project shares: a user error is one clear line, not a traceback."""
+import argparse
 import os
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -8,14 +10,24 @@ from .errors import UserError
 DEBUG_ENV = "VPR_DEBUG"
 
 
+def parse_error_message(err: argparse.ArgumentError) -> str:
+    """jsonargparse's message for a setting that does not parse, on one line, naming the flag
+    (``Parser key "k": Not of type PositiveInt ...`` -> ``--k: not of type PositiveInt ...``)."""
+    message = " ".join(str(err).split())
+    message = re.sub(r'Parser key "([\w.]+)": ?', lambda m: f"--{m.group(1)}: ", message)
+    return f"{message} (--help lists every setting)"
+
+
 def run_command(main: Callable[[Optional[Sequence[str]]], object], argv: Optional[Sequence[str]] = None):
-    """Run ``main(argv)`` and return what it returns; a UserError (a configuration, data or checkpoint problem) prints
-    ``error: <message>`` and exits with status 2. ``VPR_DEBUG=1`` shows the traceback instead.
+    """Run ``main(argv)`` and return what it returns. A UserError (a configuration, data or checkpoint problem)
+    or a setting that does not parse (the parsers are made with ``exit_on_error=False``) prints ``error:
+    <message>`` on one line and exits with status 2. ``VPR_DEBUG=1`` shows the traceback instead.
     Any other exception is a bug and keeps its traceback."""
     try:
         return main(argv)
-    except UserError as err:
+    except (UserError, argparse.ArgumentError) as err:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        message = parse_error_message(err) if isinstance(err, argparse.ArgumentError) else str(err)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

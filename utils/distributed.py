@@ -25,3 +25,12 @@ def gather_by_index(indices: Tensor, values: Tensor, total: int) -> Tensor:
         raise RuntimeError(f"{missing} of {total} evaluation samples were not embedded by any process; "
                            f"the evaluation dataloader must cover the whole set (no drop_last, no limit_val_batches)")
     return out
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (any picklable object) on every rank; ``[obj]`` without DDP."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]

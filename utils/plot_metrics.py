@@ -96,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Command line: a run folder -> its curves PNG."""
     from jsonargparse import ArgumentParser
 
-    parser = ArgumentParser(prog="python -m utils.plot_metrics", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m utils.plot_metrics", description=__doc__.split("\n")[0], exit_on_error=False)
     parser.add_argument("run", type=str, help="a run folder, e.g. LOGS/synthetic_demo/version_0")
     parser.add_argument("--out", type=Optional[str], default=None, help="the PNG to write (default: <run>/curves.png)")
     args = parser.parse_args(argv)

@@ -3,7 +3,19 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import ConfigError
+
 DEFAULT_K = (1, 5, 10, 15, 20, 50, 100)
+
+
+def check_k(k_values: Sequence[int], setting: str) -> list[int]:
+    """``k_values`` as a list of ints, or a ConfigError naming ``setting`` when one is not a positive integer."""
+    k_values = list(k_values)
+    wrong = [k for k in k_values if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1]
+    if wrong or not k_values:
+        raise ConfigError(f"{setting}: the K of recall@K must be positive integers, got {k_values}; "
+                          f"e.g. [1, 5, 10]")
+    return [int(k) for k in k_values]
 
 
 def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bool = False,

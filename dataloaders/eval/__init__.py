@@ -2,6 +2,8 @@
 from pathlib import Path
 from typing import Callable, Optional
 
+from utils.errors import ConfigError
+
 from .base import EvalDataset
 from .folder import FolderDataset
 from .msls import MSLSValDataset
@@ -38,11 +40,11 @@ def build_eval_set(name: str, roots: dict[str, Optional[str | Path]], transform:
     try:
         root_key, constructor = EVAL_SETS[name]
     except KeyError:
-        raise ValueError(f"unknown evaluation set {name!r}; choose one of {sorted(EVAL_SETS)} "
+        raise ConfigError(f"unknown evaluation set {name!r}; choose one of {sorted(EVAL_SETS)} "
                          f"or {FOLDER_PREFIX}<root> for a set in the generic folder format") from None
     root = roots.get(root_key)
     if root is None:
-        raise ValueError(f"{name} needs {root_key}: set --data.{root_key} (or its environment variable)")
+        raise ConfigError(f"{name} needs {root_key}: set --data.{root_key} (or its environment variable)")
     return constructor(root, transform)
 
 

@@ -45,6 +45,45 @@ class EvalDataset(ImageList):
         """Paths of the query images, in query order."""
         return self.images[self.num_references:]
 
+    def without(self, indices: Sequence[int]) -> "EvalDataset":
+        """This set without the images at ``indices`` (database first, then queries), e.g. unreadable ones:
+        a database image leaves the database (ground-truth indices are renumbered; a query whose only
+        positives left keeps counting, as a miss), a query leaves the evaluation."""
+        indices = np.asarray(indices, dtype=np.int64)
+        keep = np.ones(len(self), dtype=bool)
+        keep[indices] = False
+        keep_db, keep_q = keep[: self.num_references], keep[self.num_references:]
+        renumber = np.cumsum(keep_db) - 1
+        gt = [renumber[p[keep_db[p]]] for p, kept in zip(self.ground_truth, keep_q) if kept]
+        db = [p for p, k in zip(self.database_paths, keep_db) if k]
+        queries = [p for p, k in zip(self.query_paths, keep_q) if k]
+        utm = self.utm[keep] if self.utm is not None else None
+        return EvalDataset(self.name, db, queries, gt, self.transform, self.skip_unreadable, self.image_size,
+                           utm=utm, encoded=self.encoded)
+
+
+# a query whose positives are more than this share of the database: the coordinates are not metres
+MOST_OF_THE_DATABASE = 0.5
+
+
+def check_positives(name: str, ground_truth: Sequence[np.ndarray], num_references: int, radius: float,
+                    source: str) -> None:
+    """Stop when most queries have most of the database as positives: every retrieval would be a hit (R@1
+    = 100 %). That happens when the coordinates are not metres (latitude/longitude degrees: a whole city
+    lies within 25 "metres") or the radius is far too large. ``source`` names where the coordinates come from."""
+    if num_references < 2 or not len(ground_truth):
+        return
+    share = np.fromiter((len(g) for g in ground_truth), dtype=np.float64, count=len(ground_truth)) / num_references
+    degenerate = share > MOST_OF_THE_DATABASE
+    if degenerate.mean() > 0.5:
+        raise DataError(
+            f"{name}: {int(degenerate.sum())} of {len(ground_truth)} queries have more than half of the "
+            f"{num_references} database images within {radius:g} m (median {np.median(share):.0%}): every "
+            f"retrieval would count as correct. The coordinates of {source} are probably not UTM metres "
+            f"(latitude/longitude degrees?) or the positive radius is too large. Give easting/northing in metres "
+            f"(the generic format is @UTM_east@UTM_north@UTM_zone_number@UTM_zone_letter@latitude@longitude@...), "
+            f"or a smaller --data.pos_radius.")
+
 
 def positives_within(db_xy: np.ndarray, q_xy: np.ndarray, radius: float) -> np.ndarray:
     """Object array: for each query (M, 2) the database indices (of (N, 2)) within ``radius`` metres

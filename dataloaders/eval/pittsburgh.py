@@ -4,9 +4,12 @@ from typing import Callable, Optional
 
 import numpy as np
 from scipy.io import loadmat
+from scipy.io.matlab import MatReadError
+
+from utils.errors import ConfigError, DataError, NotFoundError
 
 from ..image_io import check_files_exist
-from .base import EvalDataset, positives_within
+from .base import EvalDataset, check_positives, positives_within
 
 PITTSBURGH_SETS = ("pitts30k_val", "pitts30k_test", "pitts250k_val", "pitts250k_test")
 LAYOUT = ("<root>/datasets/<name>.mat (NetVLAD dbStruct; or <root>/<name>.mat), database images under <root>/ "
@@ -17,21 +20,33 @@ FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "
 
 def read_db_struct(mat_path: Path) -> dict:
     """The dbStruct of a NetVLAD ``.mat`` as a dict: file names as str lists, utm as (N, 2) arrays."""
+    restore = f"Restore {mat_path.name} from the NetVLAD release (the datasets/ folder of Pittsburgh)."
     try:
         struct = loadmat(str(mat_path))["dbStruct"][0, 0]
-    except (KeyError, ValueError, TypeError, OSError) as err:
-        raise ValueError(f"{mat_path} is not a NetVLAD dbStruct .mat file ({err}); expected fields {FIELDS}") from err
+    except (MatReadError, KeyError, ValueError, TypeError, IndexError, OSError, EOFError) as err:
+        raise DataError(f"{mat_path} ({mat_path.stat().st_size} bytes) is not a NetVLAD dbStruct .mat file "
+                        f"({type(err).__name__}: {err}); expected a dbStruct with fields {FIELDS}. {restore}") from None
     missing = [f for f in FIELDS if f not in (struct.dtype.names or ())]
     if missing:
-        raise ValueError(f"{mat_path}: dbStruct lacks fields {missing}; expected {FIELDS}")
+        raise DataError(f"{mat_path}: dbStruct lacks fields {missing}; expected {FIELDS}. {restore}")
     names = lambda cell: [str(c[0]) for c in np.asarray(cell).ravel()]
-    return {
-        "db_images": names(struct["dbImageFns"]),
-        "utm_db": np.asarray(struct["utmDb"], dtype=np.float64).T,
-        "q_images": names(struct["qImageFns"]),
-        "utm_q": np.asarray(struct["utmQ"], dtype=np.float64).T,
-        "pos_dist_thr": float(np.asarray(struct["posDistThr"]).ravel()[0]),
-    }
+    try:
+        db = {
+            "db_images": names(struct["dbImageFns"]),
+            "utm_db": np.asarray(struct["utmDb"], dtype=np.float64).T,
+            "q_images": names(struct["qImageFns"]),
+            "utm_q": np.asarray(struct["utmQ"], dtype=np.float64).T,
+            "pos_dist_thr": float(np.asarray(struct["posDistThr"]).ravel()[0]),
+        }
+    except (ValueError, TypeError, IndexError) as err:
+        raise DataError(f"{mat_path}: malformed dbStruct ({type(err).__name__}: {err}). {restore}") from None
+    for part, images in (("utm_db", "db_images"), ("utm_q", "q_images")):
+        utm = db[part]
+        if utm.shape != (len(db[images]), 2) or not np.isfinite(utm).all():
+            raise DataError(f"{mat_path}: {'utmDb' if part == 'utm_db' else 'utmQ'} should hold 2 finite UTM "
+                            f"coordinates per image ({len(db[images])} images), got shape {utm.shape[::-1]}"
+                            f"{'' if np.isfinite(utm).all() else ' with NaN or infinite values'}. {restore}")
+    return db
 
 
 def find_mat(root: Path, name: str) -> Path:
@@ -40,7 +55,7 @@ def find_mat(root: Path, name: str) -> Path:
     for path in tried:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{name}: ground truth not found, tried {[str(p) for p in tried]}. Expected layout: "
+    raise NotFoundError(f"{name}: ground truth not found, tried {[str(p) for p in tried]}. Expected layout: "
                             f"{LAYOUT}. Set --data.pitts_root or the PITTSBURGH_ROOT environment variable.")
 
 
@@ -51,15 +66,18 @@ class PittsburghDataset(EvalDataset):
                  pos_dist_thr: Optional[float] = None):
         root = Path(root)
         if name not in PITTSBURGH_SETS:
-            raise ValueError(f"unknown Pittsburgh split {name!r}; choose one of {PITTSBURGH_SETS}")
+            raise ConfigError(f"unknown Pittsburgh split {name!r}; choose one of {PITTSBURGH_SETS}")
         if not root.is_dir():
-            raise FileNotFoundError(f"{name}: Pittsburgh root {root} is not a folder. Expected layout: {LAYOUT}. "
+            raise NotFoundError(f"{name}: Pittsburgh root {root} is not a folder. Expected layout: {LAYOUT}. "
                                     f"Set --data.pitts_root or the PITTSBURGH_ROOT environment variable.")
-        db = read_db_struct(find_mat(root, name))
+        mat = find_mat(root, name)
+        db = read_db_struct(mat)
         # the paper's positives: posDistThr (25 m), not the 10 m nonTrivPosDistSqThr used in training
         radius = db["pos_dist_thr"] if pos_dist_thr is None else pos_dist_thr
         db_paths = [root / p for p in db["db_images"]]
         q_paths = [root / "queries_real" / p for p in db["q_images"]]
         check_files_exist(db_paths + q_paths, name, LAYOUT)
-        super().__init__(name, db_paths, q_paths, positives_within(db["utm_db"], db["utm_q"], radius), transform,
+        ground_truth = positives_within(db["utm_db"], db["utm_q"], radius)
+        check_positives(name, ground_truth, len(db_paths), radius, f"the utmDb/utmQ coordinates of {mat}")
+        super().__init__(name, db_paths, q_paths, ground_truth, transform,
                          utm=np.concatenate([db["utm_db"], db["utm_q"]]))

@@ -1,9 +1,12 @@
 """Pretrained backbone weights (torchvision's and timm's ImageNet weights, DINOv2's), with a clear message
 when they cannot be fetched (offline)."""
+import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from utils.errors import CheckpointError
 
 PRETRAINED_FALSE = "train from scratch with pretrained=False (command line: --model.pretrained false)"
 
@@ -18,7 +21,12 @@ def load_pretrained_weights(model: nn.Module, url: str, arch: str, kind: str = "
     """
     cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     try:
-        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False, map_location="cpu")
+        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False, map_location="cpu",
+                                                   weights_only=True)
+    except pickle.UnpicklingError as err:  # a cached file that is not plain weights: never run its code
+        raise CheckpointError(f"{cache} needs code to run to be loaded ({str(err).splitlines()[0]}); it is not "
+                              f"the published {kind}: delete it (it is downloaded again) or replace it with the "
+                              f"file from {url}") from None
     except Exception as err:  # URLError, HTTPError, socket errors: all mean "not available here"
         raise RuntimeError(
             f"cannot load {kind} for {arch}: {cache} is not cached and the download from "
