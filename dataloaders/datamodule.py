@@ -7,7 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
-from .gsv_cities import TRAIN_CITIES, CityShuffleSampler, GSVCitiesDataset
+from .gsv_cities import TRAIN_CITIES, GSVCitiesDataset
+from .samplers import CityShuffleSampler, ResumableLoader
 from .transforms import eval_transform, train_transform
 
 # data-root setting -> environment variable used when the setting is not given
@@ -93,11 +94,22 @@ class VPRDataModule(L.LightningDataModule):
             self.val_datasets = [build_eval_set(name, roots, tf, self.hparams.pos_radius) for name in self.hparams.val_sets]
 
     def train_dataloader(self) -> DataLoader:
-        """P places per batch, city by city in a new order each epoch."""
-        sampler = CityShuffleSampler(self.train_dataset.city_of_place, self.hparams.shuffle_all, self.hparams.seed)
-        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, sampler=sampler,
-                          num_workers=self.hparams.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.hparams.num_workers > 0)
+        """``batch_size`` places per optimizer step over all processes, city by city in a new order each
+        epoch; under DDP each process loads its ``batch_size / world_size`` slice of every step's places."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        hp = self.hparams
+        sampler = CityShuffleSampler(self.train_dataset.city_of_place, hp.shuffle_all, hp.seed,
+                                     batch_size=hp.batch_size, num_replicas=world, rank=rank)
+        return ResumableLoader(self.train_dataset, batch_size=hp.batch_size // world, sampler=sampler,
+                               num_workers=hp.num_workers, pin_memory=torch.cuda.is_available(),
+                               persistent_workers=hp.num_workers > 0, batches_done=self._batches_done)
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch done so far (what a checkpoint taken now has trained)."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _eval_loaders(self) -> list[DataLoader]:
         return [DataLoader(ds, batch_size=self.hparams.eval_batch_size, shuffle=False,

@@ -8,11 +8,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from utils.distributed import gather_by_index
+from utils.distributed import all_gather_with_grad, gather_by_index, world_size
 from utils.losses import get_loss, get_miner
 from utils.recall import DEFAULT_K, format_recall_table, get_validation_recalls
 
 from . import helper
+from .backbones.checkpointing import enable_activation_checkpointing
 from .distillation import Teacher, build_distill_loss
 
 print_on_rank_zero = rank_zero_only(print)
@@ -35,6 +36,14 @@ class VPRModel(L.LightningModule):
     teacher's space). The teacher is not part of the student's state_dict or optimizer. A bare
     state_dict teacher (e.g. the authors' released weights) takes its architecture from ``teacher_config``
     (backbone_arch, layers_to_crop, agg_arch, agg_config, image_size).
+
+    Several processes (DDP): with ``global_loss`` (None: on when there is more than one process) the
+    descriptors and labels of all processes are gathered with their gradients and the miner and loss
+    run on the whole step's batch, so N processes x P/N places give the gradient of one process x P.
+    Memory and speed: ``channels_last`` stores images, activations and conv weights channels-last
+    (faster convolutions on CPUs and tensor cores); ``activation_checkpointing`` recomputes the
+    backbone stages' activations during backward instead of keeping them. Neither changes the results
+    beyond rounding; precision (``bf16-mixed``, ``16-mixed``) is the Trainer's.
     """
 
     def __init__(
@@ -65,6 +74,9 @@ class VPRModel(L.LightningModule):
         distill_weight: float = 1.0,
         distill_config: Optional[dict] = None,
         teacher_precision: Optional[str] = None,
+        global_loss: Optional[bool] = None,
+        channels_last: bool = False,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +87,10 @@ class VPRModel(L.LightningModule):
         self.aggregator = helper.get_aggregator(agg_arch, agg_config or {}, self.backbone, self.image_size,
                                                 backbone_arch)
         self.descriptor_dim = self.aggregator.out_dim
+        if activation_checkpointing:
+            enable_activation_checkpointing(self.backbone)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         self.loss_fn = get_loss(loss_name, **(loss_config or {}))
         self.miner = get_miner(miner_name, **(miner_config or {}))
         # a plain attribute (Teacher is not an nn.Module): outside the state_dict, optimizer and DDP
@@ -89,12 +105,15 @@ class VPRModel(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, descriptor_dim) L2-normalised descriptors."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.aggregator(self.backbone(x))
 
     # ---------------------------------------------------------------- training
     def metric_loss(self, descriptors: Tensor, labels: Tensor) -> tuple[Tensor, float]:
         """Loss of a batch and the share of its samples the miner kept as non-trivial (1.0 without miner)."""
-        descriptors = descriptors.float()
+        # half-precision descriptors (mixed precision) in float32; float64 stays float64
+        descriptors = descriptors.to(torch.promote_types(descriptors.dtype, torch.float32))
         if self.miner is None:
             return self.loss_fn(descriptors, labels), 1.0
         mined = self.miner(descriptors, labels)
@@ -106,10 +125,15 @@ class VPRModel(L.LightningModule):
         places, labels = batch
         p, k = places.shape[:2]
         images = places.flatten(0, 1)
-        descriptors = self(images)
-        loss, nontrivial = self.metric_loss(descriptors, labels.flatten())
-        if self.teacher is not None:
-            distill = self.distill_loss_fn(descriptors, self.teacher(images))
+        descriptors, labels = self(images), labels.flatten()
+        teacher = self.teacher(images) if self.teacher is not None else None
+        if self.uses_global_loss():
+            # one loss over the step's batch of all processes (the miner's b_acc too)
+            descriptors, labels = all_gather_with_grad(descriptors), all_gather_with_grad(labels)
+            teacher = all_gather_with_grad(teacher) if teacher is not None else None
+        loss, nontrivial = self.metric_loss(descriptors, labels)
+        if teacher is not None:
+            distill = self.distill_loss_fn(descriptors, teacher)
             self.log("distill_loss", distill, prog_bar=True, batch_size=p * k)
             loss = loss + self.hparams.distill_weight * distill
         self.log("loss", loss, prog_bar=True, batch_size=p * k)
@@ -117,6 +141,11 @@ class VPRModel(L.LightningModule):
         self.log("b_acc", 1.0 - nontrivial, prog_bar=True, batch_size=p * k)
         self.log("nontrivial", nontrivial, batch_size=p * k)
         return loss
+
+    def uses_global_loss(self) -> bool:
+        """Whether the loss runs on the batch gathered from all processes (``global_loss``, None: if several)."""
+        several = world_size() > 1
+        return several if self.hparams.global_loss is None else bool(self.hparams.global_loss) and several
 
     def on_fit_start(self):
         if self.teacher is not None:
