@@ -6,6 +6,7 @@ change. Batch norm layers in training mode would update their running statistics
 the recomputation; the recomputation restores them, so running statistics match a run without
 checkpointing.
 """
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -56,5 +57,5 @@ def enable_activation_checkpointing(backbone: nn.Module) -> int:
     for name in names:
         stage = getattr(trunk, name)
         # the same child modules under the same names: state_dict keys unchanged
-        setattr(trunk, name, CheckpointedSequential(stage._modules).train(stage.training))
+        setattr(trunk, name, CheckpointedSequential(OrderedDict(stage.named_children())).train(stage.training))
     return len(names)
