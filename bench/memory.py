@@ -43,8 +43,7 @@ from utils.recipe import read_recipe as recipe  # noqa: E402
 
 PUBLISHED = ["mixvpr_resnet50_4096", "mixvpr_resnet50_512", "mixvpr_resnet50_128", "lightweight_resnet18_1024",
              "lightweight_mobilenet_v2_2048", "lightweight_efficientnet_b0_128", "distilled_resnet18_1024"]
-OPTIONS = ["plain", "channels_last", "checkpointing", "bf16", "bf16+channels_last",
-           "bf16+channels_last+checkpointing"]
+OPTIONS = ["plain", "channels_last", "checkpointing", "bf16", "bf16+checkpointing"]
 TOKENS = {"plain", "channels_last", "checkpointing", "bf16", "fp16"}
 # settings that describe a teacher or how to load weights, not the trained network
 NOT_NETWORK = {"pretrained", "teacher_checkpoint", "teacher_config", "teacher_precision", "distill_loss",
@@ -189,7 +188,8 @@ def main() -> None:
         for option in args.options:
             start = time.perf_counter()
             rows.append(row(config, option, places, args.device))
-            print(f"  {config.stem} {option}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+            # each row as soon as it is measured: a long CPU run can be followed (and stopped) midway
+            print(f"  {time.perf_counter() - start:.0f} s: {rows[-1]}", file=sys.stderr, flush=True)
     device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads\n")
     print(markdown(rows))

@@ -11,6 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ddp_collectives import collectives_worker
 from ddp_train import PLACES_PER_STEP, FixedImagesDataModule, Recorder
 from main import VPRModel
 
@@ -91,3 +92,18 @@ def test_resume_mid_epoch_continues_with_the_places_not_yet_trained(synthetic, t
     for step in (3, 6):  # in the middle of epoch 0; the first step of epoch 1
         resumed = fit(ckpt_path=tmp_path / "ckpt" / f"step={step}.ckpt")
         assert resumed == reference[step:]
+
+
+def test_gather_and_global_batchnorm_give_single_process_values_with_unequal_slices(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(collectives_worker, args=(port, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        result = torch.load(tmp_path / f"rank{rank}.pt")
+        assert result["class"] == "GlobalBatchNorm" and result["reverted"] == "BatchNorm2d"
+        assert result["output_error"] < 1e-12 and result["input_grad_error"] < 1e-12
+        assert result["running_var_error"] < 1e-12
