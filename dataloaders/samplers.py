@@ -96,14 +96,16 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, *args, batches_done: Callable[[], int], **kwargs):
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, CityShuffleSampler):
-            raise TypeError("ResumableLoader needs a CityShuffleSampler as its sampler")
         self.batches_done = batches_done
 
     def state_dict(self) -> dict:
-        """{'epoch': current epoch, 'batches_done': its global batches trained so far}."""
+        """{'epoch': current epoch, 'batches_done': its global batches trained so far} ({} when Lightning
+        replaced the sampler, e.g. for ``overfit_batches``)."""
+        if not isinstance(self.sampler, CityShuffleSampler):
+            return {}
         return {"epoch": self.sampler.epoch, "batches_done": int(self.batches_done())}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue ``state['epoch']`` after its first ``state['batches_done']`` batches."""
-        self.sampler.resume(state["epoch"], state["batches_done"])
+        if state and isinstance(self.sampler, CityShuffleSampler):
+            self.sampler.resume(state["epoch"], state["batches_done"])
