@@ -126,8 +126,9 @@ def measure_step(config: Path, option: str, places: int, device: str) -> dict:
         step()
     if cuda:
         torch.cuda.synchronize()
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in existing}
     result = {"images": places * per_place, "step": counted.peak, "seconds": time.perf_counter() - start,
-              "resident": sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in existing}.values())}
+              "resident": sum(storages.values())}
     if cuda:
         result["allocator step"] = torch.cuda.max_memory_allocated() - allocated
     return result
@@ -168,7 +169,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="*", type=Path,
                         default=[REPO / "configs" / f"{name}.yaml" for name in PUBLISHED])
-    parser.add_argument("--options", nargs="*", default=OPTIONS, help="tokens joined by '+': " + ", ".join(sorted(TOKENS)))
+    parser.add_argument("--options", nargs="*", default=OPTIONS,
+                        help="tokens joined by '+': " + ", ".join(sorted(TOKENS)))
     parser.add_argument("--places", nargs="*", type=int, default=None,
                         help="places per measured step (default: 1 2 3 on CPU, the recipe's batch on CUDA)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")

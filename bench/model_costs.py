@@ -11,8 +11,8 @@ activations and element-wise ops are not counted); descriptor size; CPU latency 
 into a temporary folder with ``utils.export``). Eager PyTorch runs channels-last by default (the
 project's ``channels_last`` option; ``--no-channels-last`` for the plain layout) at ``--precision``
 (autocast for bf16-mixed); "b32 faults/img" counts the process's minor page faults per image during the
-batch-32 runs: memory the allocator gave back to the system and takes again (see the README's note on
-``MALLOC_MMAP_MAX_``). Each timing is the best of a few runs after a warm-up run; the big teacher runs fewer. A second table compares, for distillation, the frozen teacher's forward pass with
+batch-32 runs (memory the allocator gave back to the system and takes again: see the README's note on
+``MALLOC_MMAP_MAX_``) and "b32 kernel CPU %" the share of their CPU time spent in the kernel. Each timing is the best of a few runs after a warm-up run; the big teacher runs fewer. A second table compares, for distillation, the frozen teacher's forward pass with
 one training step of the student (P x K = 16 x 4 images of 64 x 64, multi-similarity loss, SGD).
 Prints Markdown. Timings are only comparable on an otherwise idle machine: a concurrent process makes
 OpenMP threads wait for each other and inflates them many times.
@@ -58,11 +58,6 @@ def build(name: str, image_size: tuple[int, int], channels_last: bool = False) -
     return VPRModel(**config, image_size=image_size, channels_last=channels_last).eval()
 
 
-def minor_faults() -> int:
-    """Minor page faults of this process so far."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def best_seconds(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
     """Shortest wall time of ``fn()`` over ``reps`` runs after ``warmup`` runs: the least disturbed run
     (as ``timeit`` recommends; other processes only ever add time)."""
@@ -97,9 +92,12 @@ def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threa
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
     with torch.no_grad(), autocast:
         row["torch b1 (ms)"] = 1e3 * best_seconds(lambda: model(one), reps)
-        faults, runs = minor_faults(), max(1, reps // 3)
+        before, runs = resource.getrusage(resource.RUSAGE_SELF), max(1, reps // 3)
         row[f"torch b{batch} (img/s)"] = batch / best_seconds(lambda: model(many), runs)
-        row[f"b{batch} faults/img"] = (minor_faults() - faults) / (batch * (runs + 1))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        row[f"b{batch} faults/img"] = (after.ru_minflt - before.ru_minflt) / (batch * (runs + 1))
+        kernel, user = after.ru_stime - before.ru_stime, after.ru_utime - before.ru_utime
+        row[f"b{batch} kernel CPU %"] = 100 * kernel / max(kernel + user, 1e-9)
 
     import onnxruntime
 
@@ -171,10 +169,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image_size = tuple(args.image_size)
-    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k in ("LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")}
+    allocator = {k: v for k, v in os.environ.items()
+                 if k.startswith("MALLOC_") or k in ("LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")}
+    layout = "channels-last" if args.channels_last else "contiguous"
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
-          f"{image_size[0]} x {image_size[1]} images; eager: {'channels-last' if args.channels_last else 'contiguous'}, "
-          f"precision {args.precision}; allocator settings: {allocator or 'none (glibc defaults)'}\n")
+          f"{image_size[0]} x {image_size[1]} images; eager: {layout}, precision {args.precision}; "
+          f"allocator settings: {allocator or 'none (glibc defaults)'}\n")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:

@@ -16,10 +16,10 @@ def all_gather_with_grad(values: Tensor) -> Tensor:
     """(n_local, ...) on each rank -> (n_0 + ... + n_{W-1}, ...) on every rank, rows in rank order.
 
     Differentiable (backward: reduce-scatter with sum): the gradient reaching a rank's own rows is the
-    sum over ranks of the gradients of their copies. When every rank computes the same loss L on the gathered rows, each rank's parameter
-    gradient is W times its share of dL, and DDP's average over ranks gives exactly dL, the gradient
-    of one process on the whole batch. Ranks may hold different counts (padded to the largest, then
-    trimmed). Returns ``values`` itself outside torch.distributed or with one process.
+    sum over ranks of the gradients of their copies. When every rank computes the same loss L on the
+    gathered rows, each rank's parameter gradient is W times its share of dL, and DDP's average over
+    ranks gives exactly dL, the gradient of one process on the whole batch. Ranks may hold different
+    counts (padded to the largest, then trimmed). Returns ``values`` itself with one process.
     """
     world = world_size()
     if world == 1:

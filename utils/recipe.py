@@ -12,7 +12,8 @@ def read_recipe(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path} (expected a YAML file like configs/mixvpr_resnet50_4096.yaml)")
+        raise FileNotFoundError(f"config not found: {path} "
+                                f"(expected a YAML file like configs/mixvpr_resnet50_4096.yaml)")
     base = path.parent / "base.yaml"
     merged: dict = {}
     for source in ([base] if base.is_file() and base.resolve() != path.resolve() else []) + [path]:
