@@ -19,8 +19,8 @@ tensor memory alive at once beyond what existed before the step (weights, moment
 "resident"). That is what a GPU's caching allocator must hold at least; on CUDA the allocator's own
 ``max_memory_allocated`` beyond resident is shown beside it (it adds cuDNN workspaces and rounding).
 It leaves out memory that libraries allocate outside tensors (oneDNN scratch on CPU). The CPU measures
-a few reduced batches and fits step = a + b x images, shown at the recipe's P x K; the fit's worst
-residual tells how linear it is. Prints Markdown.
+a few reduced batches and fits step = a + b x images, shown at the recipe's P x K; with three or
+more batches the fit's worst residual tells how linear it is. Prints Markdown.
 """
 import argparse
 import sys
@@ -149,7 +149,8 @@ def row(config: Path, option: str, places_list: list[int], device: str) -> dict:
         x, y = np.array([p["images"] for p in points]), np.array([p["step"] for p in points])
         slope, intercept = np.polyfit(x, y, 1)
         out["MB/image"] = slope / mb
-        out["fit residual (MB)"] = float(np.abs(intercept + slope * x - y).max()) / mb
+        if len(points) >= 3:  # two points always fit
+            out["fit residual (MB)"] = float(np.abs(intercept + slope * x - y).max()) / mb
         out["step at P x K (GB)"] = (intercept + slope * recipe_images) / 2 ** 30
     out["P x K"] = recipe_images
     return out

@@ -80,7 +80,7 @@ def macs_per_image(model: torch.nn.Module, image_size: tuple[int, int]) -> int:
 
 
 def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threads: int, folder: Path,
-            channels_last: bool = True, precision: str = "32") -> dict:
+            channels_last: bool = True, precision: str = "32", skip_onnx: bool = False) -> dict:
     """One row of the cost table."""
     model = build(name, image_size, channels_last)
     reps = max(2, round(reps * MODELS[name][1]))
@@ -99,6 +99,8 @@ def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threa
         kernel, user = after.ru_stime - before.ru_stime, after.ru_utime - before.ru_utime
         row[f"b{batch} kernel CPU %"] = 100 * kernel / max(kernel + user, 1e-9)
 
+    if skip_onnx:
+        return row
     import onnxruntime
 
     path = export_onnx(model, folder / f"{name.split()[0]}.onnx", image_size, dynamic_batch=True)
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="eager PyTorch in the channels-last layout (default) or the plain one")
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"], help="eager PyTorch precision")
+    parser.add_argument("--skip-onnx", action="store_true", help="eager PyTorch only (no export, no ONNX Runtime)")
+    parser.add_argument("--skip-distillation", action="store_true", help="leave out the distillation table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image_size = tuple(args.image_size)
@@ -180,9 +184,11 @@ def main() -> None:
         for name in args.models:
             start = time.perf_counter()
             rows.append(measure(name, image_size, args.reps, args.batch, args.threads, Path(folder),
-                                args.channels_last, args.precision))
+                                args.channels_last, args.precision, args.skip_onnx))
             print(f"  measured {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     print(markdown(rows))
+    if args.skip_distillation:
+        return
     print("\nDistillation: teacher resnet50-4096 vs student resnet18-1024, 64 x 64 images\n")
     print(markdown(distillation_overhead()))
 
