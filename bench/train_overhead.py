@@ -7,11 +7,11 @@ the same batch, paired step by step.
 
 Two copies of the model with the same weights. Lightning trains one (``Trainer.fit``: VPRModel's
 training_step with its loss/b_acc logging, CSVLogger writing every step, LearningRateMonitor, the
-per-step LR schedule); before each of its steps, a callback runs one bare step on the other copy with
-the same batch (zero_grad, forward, VPRModel.metric_loss, backward, optimizer and scheduler step, under
-the same autocast). The Lightning step is the time from the end of the bare step to the start of the
-next one, so it includes everything Lightning does between two steps (fetching the batch, hooks,
-logging). Paired steps share the machine's state at that moment, so the ratio is robust to load drifting
+per-step LR schedule); next to each of its steps (alternately before and after), a callback runs one
+bare step on the other copy with the same batch (zero_grad, forward, VPRModel.metric_loss, backward,
+optimizer and scheduler step, under the same autocast). The Lightning step is the time from one step's
+start to the next less the bare step in between, so it includes everything Lightning does between two
+steps (fetching the batch, hooks, logging). Paired steps share the machine's state at that moment, so the ratio is robust to load drifting
 over the run; the median ratio over the steps after a warm-up is the figure. Prints Markdown.
 """
 import argparse
@@ -42,7 +42,12 @@ TEACHER = {"teacher_checkpoint", "teacher_config", "teacher_precision", "distill
 
 
 class PairedSteps(L.Callback):
-    """Before each Lightning step, one bare step of ``twin`` on the same batch; records both durations."""
+    """Next to each Lightning step, one bare step of ``twin`` on the same batch; records both durations.
+
+    The bare step runs before the Lightning step on even steps and after it on odd ones, so neither
+    gains from going second (warm caches, memory the other just freed). Interval i runs from step i's
+    start hook to step i+1's; the Lightning step is the interval less the bare step inside it.
+    """
 
     def __init__(self, twin: VPRModel, host_batches: list, precision: str, device: torch.device):
         self.twin, self.host_batches, self.device = twin, host_batches, device
@@ -51,7 +56,7 @@ class PairedSteps(L.Callback):
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.optimizer = self.scheduler = None
         self.bare, self.lightning = [], []
-        self._lightning_start = None
+        self._interval_start = None
 
     def _sync(self) -> float:
         if self.device.type == "cuda":
@@ -74,15 +79,23 @@ class PairedSteps(L.Callback):
         self.scaler.update()
         self.scheduler.step()
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        now = self._sync()
-        if self._lightning_start is not None:
-            self.lightning.append(now - self._lightning_start)
+    def _timed_bare_step(self, batch_idx: int) -> None:
+        start = self._sync()
         # the host copy: Lightning's batch is already on the device, its transfer counted in its step
         self.bare_step(self.host_batches[batch_idx])
-        end = self._sync()
-        self.bare.append(end - now)
-        self._lightning_start = end
+        self.bare.append(self._sync() - start)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        now = self._sync()
+        if self._interval_start is not None:
+            self.lightning.append(now - self._interval_start - self.bare[-1])
+        self._interval_start = now
+        if batch_idx % 2 == 0:
+            self._timed_bare_step(batch_idx)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx % 2 == 1:
+            self._timed_bare_step(batch_idx)
 
 
 def run(config: Path, places: int, steps: int, warmup: int, device: str, precision: str, threads: int) -> dict:
@@ -108,7 +121,7 @@ def run(config: Path, places: int, steps: int, warmup: int, device: str, precisi
                             enable_progress_bar=False, enable_model_summary=False,
                             callbacks=[LearningRateMonitor(logging_interval="step"), paired])
         trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None, pin_memory=device != "cpu"))
-    # the last bare step has no Lightning step measured after it
+    # the last step opens an interval that no next step closes: pairs are the first `steps`
     pairs = list(zip(paired.bare, paired.lightning))[warmup:]
     ratios = sorted(lightning / bare for bare, lightning in pairs)
     quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else ratios * 3
