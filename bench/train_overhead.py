@@ -11,8 +11,10 @@ per-step LR schedule); next to each of its steps (alternately before and after),
 bare step on the other copy with the same batch (zero_grad, forward, VPRModel.metric_loss, backward,
 optimizer and scheduler step, under the same autocast). The Lightning step is the time from one step's
 start to the next less the bare step in between, so it includes everything Lightning does between two
-steps (fetching the batch, hooks, logging). Paired steps share the machine's state at that moment, so the ratio is robust to load drifting
-over the run; the median ratio over the steps after a warm-up is the figure. Prints Markdown.
+steps (fetching the batch, hooks, logging). Paired steps share the machine's state at that moment, so
+the ratio is robust to load drifting over the run; the median ratio over the steps after a warm-up is
+the figure. On a shared CPU, ``--threads 1`` is steadier (OpenMP threads of a loaded machine wait for
+each other). Prints Markdown.
 """
 import argparse
 import copy
@@ -110,9 +112,13 @@ def run(config: Path, places: int, steps: int, warmup: int, device: str, precisi
     model = VPRModel(**model_args, pretrained=False, image_size=image_size)
     twin = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(places, per_place, 3, *image_size, generator=generator),
-                torch.arange(places).repeat_interleave(per_place).view(places, per_place) + 1000 * i)
-               for i in range(steps + 1)]
+    # a few image tensors reused in turn (the recipe's batch is 590 MB); pinned for the GPU, so that both
+    # loops copy to the device from the same kind of memory
+    pool = [torch.randn(places, per_place, 3, *image_size, generator=generator) for _ in range(min(4, steps + 1))]
+    if device != "cpu":
+        pool = [images.pin_memory() for images in pool]
+    batches = [(pool[i % len(pool)], torch.arange(places).repeat_interleave(per_place).view(places, per_place)
+                + 1000 * i) for i in range(steps + 1)]
     paired = PairedSteps(twin, batches, precision, torch.device(device))
     with tempfile.TemporaryDirectory() as logs:
         trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
@@ -120,7 +126,7 @@ def run(config: Path, places: int, steps: int, warmup: int, device: str, precisi
                             logger=CSVLogger(logs), log_every_n_steps=1, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False,
                             callbacks=[LearningRateMonitor(logging_interval="step"), paired])
-        trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None, pin_memory=device != "cpu"))
+        trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
     # the last step opens an interval that no next step closes: pairs are the first `steps`
     pairs = list(zip(paired.bare, paired.lightning))[warmup:]
     ratios = sorted(lightning / bare for bare, lightning in pairs)
