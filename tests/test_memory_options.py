@@ -1,5 +1,6 @@
 """Memory and speed options change how the model computes, not what: channels_last, activation
 checkpointing and bf16 autocast against the plain model."""
+import numpy as np
 import torch
 
 from main import VPRModel, main
@@ -84,3 +85,13 @@ def test_fit_with_bf16_channels_last_and_checkpointing(synthetic, tmp_path):
                                                      "--trainer.precision", "bf16-mixed"])
     assert torch.isfinite(cli.trainer.callback_metrics["loss"])
     assert cli.trainer.global_step == 2 and cli.model.hparams.channels_last
+
+
+def test_embedding_in_channels_last_gives_the_same_descriptors(synthetic):
+    from utils.inference import embed_paths, image_paths
+    paths = image_paths(synthetic["pitts"] / "queries_real")[:6]
+    model = VPRModel(**TINY)
+    plain, _ = embed_paths(model, paths, batch_size=4, channels_last=False, progress=False)
+    fast, _ = embed_paths(model, paths, batch_size=4, channels_last=True, progress=False)
+    assert model.backbone.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
