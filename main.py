@@ -113,6 +113,8 @@ class VPRCLI(LightningCLI):
 
 # settings that only change how a model is evaluated: given ones apply when validating or testing a checkpoint
 EVALUATION_ARGS = ("recall_k", "faiss_gpu", "keep_eval_descriptors")
+# how the same computation is run (memory layout, recomputation, where faiss searches): may change on any resume
+RUNTIME_ARGS = ("faiss_gpu", "keep_eval_descriptors", "channels_last", "activation_checkpointing")
 
 
 def _plain(value):
@@ -132,7 +134,7 @@ def check_resume(ckpt_path, config, subcommand: Optional[str], given: Sequence[s
     The checkpoint's weights fix its architecture, and a resumed fit restores its optimizer and
     schedule: so a setting given explicitly on the command line that differs from the checkpoint's is
     an error naming the conflict (except evaluation settings such as recall_k when validating or
-    testing); a setting that differs only through a config file or a default is taken from the
+    testing, and settings of how the same computation runs, such as channels_last or activation_checkpointing); a setting that differs only through a config file or a default is taken from the
     checkpoint and said so. To train other settings from a checkpoint's weights, start a new run with
     ``--model.init_from``.
     """
@@ -153,7 +155,7 @@ def check_resume(ckpt_path, config, subcommand: Optional[str], given: Sequence[s
         explicit = f"model.{key}" in given or (key == "image_size" and "data.image_size" in given)
         if current[key] == saved:
             continue
-        if explicit and subcommand != "fit" and key in EVALUATION_ARGS:
+        if explicit and (key in RUNTIME_ARGS or (subcommand != "fit" and key in EVALUATION_ARGS)):
             continue
         if explicit:
             conflicts.append(f"{key}={current[key]!r} given, the checkpoint has {saved!r}")

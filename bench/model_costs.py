@@ -2,13 +2,19 @@
 
     python bench/model_costs.py                      # the reference configurations at 320 x 320
     python bench/model_costs.py --models resnet18-1024 --reps 5
+    python bench/model_costs.py --no-channels-last --precision bf16-mixed   # other eager settings
 
 Per model: parameters; MACs of one image (convolutions and matrix products, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on a forward pass, MACs = FLOPs / 2; batch norm,
 activations and element-wise ops are not counted); descriptor size; CPU latency of one image (batch
 1) and throughput at batch 32, in eager PyTorch and in ONNX Runtime (the model exported on the fly
-into a temporary folder with ``models.export``). Each timing is the best of a few runs after a warm-up
-run; the big teacher runs fewer. A second table compares, for distillation, the frozen teacher's forward pass with
+into a temporary folder with ``models.export``). Eager PyTorch runs channels-last by default (the
+project's ``channels_last`` option; ``--no-channels-last`` for the plain layout) at ``--precision``
+(autocast for bf16-mixed); "b32 faults/img" counts the process's minor page faults per image during the
+batch-32 runs (memory the allocator gave back to the system and takes again: see the README's note on
+``MALLOC_MMAP_MAX_``) and "b32 kernel CPU %" the share of their CPU time spent in the kernel. Each timing
+is the best of a few runs after a warm-up run; the big teacher runs fewer. A second table compares, for
+distillation, the frozen teacher's forward pass with
 one training step of the student (P x K = 16 x 4 images of 64 x 64, multi-similarity loss, SGD).
 Prints Markdown. Timings are only comparable on an otherwise idle machine: a concurrent process makes
 OpenMP threads wait for each other and inflates them many times.
@@ -16,6 +22,7 @@ OpenMP threads wait for each other and inflates them many times.
 import argparse
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -31,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import VPRModel  # noqa: E402
 from models.distillation import Teacher  # noqa: E402
 from models.export import export_onnx  # noqa: E402
+from models.inference import PRECISIONS  # noqa: E402
 
 # name -> (VPRModel arguments, repetitions weight: 1 = full count). MixVPR as published: 4 mixer
 # layers, mlp_ratio 1, 4 output rows. Ours: ResNets and torchvision trunks cut after stage 3 (stride 16,
@@ -56,11 +64,11 @@ MIXVPR = dict(agg_arch="MixVPR", layers_to_crop=[4], pretrained=False)
 MIXER = dict(mix_depth=4, mlp_ratio=1)
 
 
-def build(name: str, image_size: tuple[int, int]) -> VPRModel:
+def build(name: str, image_size: tuple[int, int], channels_last: bool = False) -> VPRModel:
     """The configuration ``name`` of ``MODELS`` at ``image_size``, random weights, eval mode."""
     config, _ = MODELS[name]
     config = {**MIXVPR, **config, "agg_config": {**MIXER, **config["agg_config"]}}
-    return VPRModel(**config, image_size=image_size).eval()
+    return VPRModel(**config, image_size=image_size, channels_last=channels_last).eval()
 
 
 def best_seconds(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
@@ -84,18 +92,28 @@ def macs_per_image(model: torch.nn.Module, image_size: tuple[int, int]) -> int:
     return counter.get_total_flops() // 2
 
 
-def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threads: int, folder: Path) -> dict:
+def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threads: int, folder: Path,
+            channels_last: bool = True, precision: str = "32", skip_onnx: bool = False) -> dict:
     """One row of the cost table."""
-    model = build(name, image_size)
+    model = build(name, image_size, channels_last)
     reps = max(2, round(reps * MODELS[name][1]))
     one = torch.randn(1, 3, *image_size)
     many = torch.randn(batch, 3, *image_size)
     row = {"model": name, "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
            "GMACs": macs_per_image(model, image_size) / 1e9, "dim": model.descriptor_dim}
-    with torch.no_grad():
+    dtype = PRECISIONS[precision]
+    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+    with torch.no_grad(), autocast:
         row["torch b1 (ms)"] = 1e3 * best_seconds(lambda: model(one), reps)
-        row[f"torch b{batch} (img/s)"] = batch / best_seconds(lambda: model(many), max(1, reps // 3))
+        before, runs = resource.getrusage(resource.RUSAGE_SELF), max(1, reps // 3)
+        row[f"torch b{batch} (img/s)"] = batch / best_seconds(lambda: model(many), runs)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        row[f"b{batch} faults/img"] = (after.ru_minflt - before.ru_minflt) / (batch * (runs + 1))
+        kernel, user = after.ru_stime - before.ru_stime, after.ru_utime - before.ru_utime
+        row[f"b{batch} kernel CPU %"] = 100 * kernel / max(kernel + user, 1e-9)
 
+    if skip_onnx:
+        return row
     import onnxruntime
 
     path = export_onnx(model, folder / f"{name.split()[0]}.onnx", image_size, dynamic_batch=True)
@@ -160,18 +178,30 @@ def main() -> None:
                         help="timed runs at batch 1 (fewer for the teacher and at batch 32)")
     parser.add_argument("--batch", type=int, default=32, help="batch size of the throughput columns")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads (torch and ONNX Runtime)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="eager PyTorch in the channels-last layout (default) or the plain one")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"], help="eager PyTorch precision")
+    parser.add_argument("--skip-onnx", action="store_true", help="eager PyTorch only (no export, no ONNX Runtime)")
+    parser.add_argument("--skip-distillation", action="store_true", help="leave out the distillation table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     image_size = tuple(args.image_size)
+    allocator = {k: v for k, v in os.environ.items()
+                 if k.startswith("MALLOC_") or k in ("LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")}
+    layout = "channels-last" if args.channels_last else "contiguous"
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
-          f"{image_size[0]} x {image_size[1]} images\n")
+          f"{image_size[0]} x {image_size[1]} images; eager: {layout}, precision {args.precision}; "
+          f"allocator settings: {allocator or 'none (glibc defaults)'}\n")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             start = time.perf_counter()
-            rows.append(measure(name, image_size, args.reps, args.batch, args.threads, Path(folder)))
+            rows.append(measure(name, image_size, args.reps, args.batch, args.threads, Path(folder),
+                                args.channels_last, args.precision, args.skip_onnx))
             print(f"  measured {name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     print(markdown(rows))
+    if args.skip_distillation:
+        return
     print("\nDistillation: teacher resnet50-4096 vs student resnet18-1024, 64 x 64 images\n")
     print(markdown(distillation_overhead()))
 

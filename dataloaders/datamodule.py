@@ -9,8 +9,9 @@ from torch.utils.data import DataLoader
 from utils.errors import ConfigError
 
 from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
-from .gsv_cities import TRAIN_CITIES, CityShuffleSampler, GSVCitiesDataset, collate_places
+from .gsv_cities import TRAIN_CITIES, GSVCitiesDataset, collate_places
 from .roots import data_roots
+from .samplers import CityShuffleSampler, ResumableLoader
 from .transforms import DECODE_ON, EncodedCollate, EvalTransform, TrainTransform, init_worker
 from .unreadable import find_unreadable, unreadable_error
 
@@ -237,16 +238,28 @@ class VPRDataModule(L.LightningDataModule):
         return collate_places if training else None
 
     def train_dataloader(self) -> DataLoader:
-        """P places per batch, city by city in a new order each epoch."""
-        sampler = CityShuffleSampler(self.train_dataset.city_of_place, self.hparams.shuffle_all, self.hparams.seed)
+        """``batch_size`` places per optimizer step over all processes, city by city in a new order each
+        epoch; under DDP each process loads its ``batch_size / world_size`` slice of every step's places."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        hp = self.hparams
+        sampler = CityShuffleSampler(self.train_dataset.city_of_place, hp.shuffle_all, hp.seed,
+                                     batch_size=hp.batch_size, num_replicas=world, rank=rank)
         # the epoch about to run: restored from a checkpoint by now (trainer.current_epoch catches up only later)
-        epoch = self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+        epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
         follow_epochs(sampler, self.train_dataset, epoch)
         workers = self.num_workers()
-        return DataLoader(self.train_dataset, batch_size=self.hparams.batch_size, sampler=sampler,
-                          num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                          collate_fn=self._collate(self.hparams.image_size, self.hparams.rand_augment_ops, True),
-                          worker_init_fn=init_worker)
+        return ResumableLoader(self.train_dataset, batch_size=hp.batch_size // world, sampler=sampler,
+                               num_workers=workers, pin_memory=torch.cuda.is_available(),
+                               persistent_workers=workers > 0, worker_init_fn=init_worker,
+                               collate_fn=self._collate(hp.image_size, hp.rand_augment_ops, True),
+                               batches_done=self._batches_done)
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch done so far (what a checkpoint taken now has trained)."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _eval_loaders(self, datasets) -> list[DataLoader]:
         workers = self.num_workers()

@@ -6,13 +6,13 @@ process builds its own copy.
 """
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from utils.errors import ConfigError, DataError, NotFoundError
 
@@ -227,37 +227,3 @@ def collate_places(items: list) -> list:
                         f"see the images listed in skipped_images.txt of the run folder")
     skipped = torch.cat([s for _, _, s in items]) if items else torch.zeros(0, dtype=torch.long)
     return [*default_collate(kept), skipped]
-
-
-class CityShuffleSampler(Sampler[int]):
-    """Places city by city, each city's places in a new random order every epoch (the paper's order:
-    batches mostly hold places of one city, which gives harder negatives); ``shuffle_all`` mixes cities.
-    """
-
-    def __init__(self, city_of_place: np.ndarray, shuffle_all: bool = False, seed: int = 0):
-        self.city_of_place = np.asarray(city_of_place)
-        self.shuffle_all = shuffle_all
-        self.seed = seed
-        self.epoch = 0
-        self._epoch_set = False
-        self._drawn = False
-
-    def set_epoch(self, epoch: int) -> None:
-        """Lightning calls this at each epoch start; the order depends only on (seed, epoch)."""
-        self.epoch, self._epoch_set = epoch, True
-
-    def __len__(self) -> int:
-        return len(self.city_of_place)
-
-    def __iter__(self) -> Iterator[int]:
-        # wrapped by a distributed sampler, set_epoch does not reach us: move to the next epoch ourselves
-        if self._drawn and not self._epoch_set:
-            self.epoch += 1
-        self._drawn, self._epoch_set = True, False
-        rng = np.random.default_rng([self.seed, self.epoch])
-        if self.shuffle_all:
-            order = rng.permutation(len(self.city_of_place))
-        else:
-            order = np.concatenate([rng.permutation(np.flatnonzero(self.city_of_place == c))
-                                    for c in np.unique(self.city_of_place)])
-        return iter(order.tolist())

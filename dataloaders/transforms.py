@@ -47,7 +47,7 @@ def train_transform(image_size: Sequence[int], rand_augment_ops: int = 3) -> T.C
 
 
 def eval_transform(image_size: Sequence[int]) -> T.Compose:
-    """PIL image -> resized (height, width), float, ImageNet-normalised (3, H, W) tensor (``utils.inference``)."""
+    """PIL image -> resized (height, width), float, ImageNet-normalised (3, H, W) tensor (``models.inference``)."""
     return T.Compose([
         T.Resize(tuple(image_size), interpolation=T.InterpolationMode.BILINEAR, antialias=True),
         T.ToTensor(),

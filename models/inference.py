@@ -50,19 +50,24 @@ def image_paths(images: str | Path | Sequence[str | Path]) -> list[str]:
 @torch.no_grad()
 def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]] = None, batch_size: int = 32,
                 device: Optional[str] = None, precision: str = "32", num_workers: int = 0,
-                skip_unreadable: bool = False, progress: bool = True, desc: str = "embedding"
-                ) -> tuple[np.ndarray, np.ndarray]:
+                skip_unreadable: bool = False, progress: bool = True, desc: str = "embedding",
+                channels_last: Optional[bool] = None) -> tuple[np.ndarray, np.ndarray]:
     """(descriptors (N, D) float32, indices of the unreadable images) of the images at ``paths``.
 
     Images are resized to ``image_size`` (default: the model's) and normalised as in evaluation.
     Rows of unreadable images (only with ``skip_unreadable``; otherwise the first one stops the run
     with its path) are NaN. ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
+    ``channels_last`` (None: on the CPU) runs the convolutions in the channels-last layout: on the CPU
+    faster and with half the page faults at batch 32 (README, "Cost per model"); same descriptors to rounding.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
     image_size = tuple(image_size or model.image_size)
     target = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(target).eval()
+    channels_last = target.type == "cpu" if channels_last is None else channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     dataset = ImageList(paths, EvalTransform(image_size), skip_unreadable, image_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=target.type == "cuda")
@@ -73,7 +78,7 @@ def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]]
     for images, indices, readable in tqdm(loader, desc=desc, unit="batch", disable=not progress,
                                           leave=False, dynamic_ncols=True):
         with autocast:
-            descriptors = model(model_input(images, model, target))
+            descriptors = model(model_input(images, model, target, channels_last))
         descriptors = descriptors.float().cpu().numpy()
         indices, readable = indices.numpy(), readable.numpy().astype(bool)
         out[indices[readable]] = descriptors[readable]
@@ -81,9 +86,10 @@ def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]]
     return out, np.asarray(sorted(unreadable), dtype=np.int64)
 
 
-def model_input(images: torch.Tensor, model, device: torch.device) -> torch.Tensor:
+def model_input(images: torch.Tensor, model, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """A uint8 (B, 3, H, W) batch on ``device``, normalised with the model's mean/std (ImageNet's by default)."""
-    images = images.to(device, non_blocking=True)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    images = images.to(device, non_blocking=True, memory_format=memory_format)
     if hasattr(model, "normalize"):
         return model.normalize(images)
     return normalize_batch(images)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from dataloaders.transforms import prepare_images
-from utils.distributed import gather_by_index
+from utils.distributed import all_gather_with_grad, gather_by_index, world_size
 from utils.errors import ConfigError
 from utils.files import atomic_write_text
 from utils.losses import LOSSES, MINERS, get_loss, get_miner
@@ -17,6 +17,7 @@ from utils.recall import DEFAULT_K, check_k, format_recall_table
 
 from .aggregators import AGGREGATOR_NAMES
 from .backbones import BACKBONE_NAMES
+from .backbones.checkpointing import enable_activation_checkpointing
 from .distillation import DistillationConfig, Teacher, build_distill_loss
 from .evaluation import benchmark_title, evaluation_recalls, markdown_table
 from .loading import load_weights
@@ -42,6 +43,10 @@ class VPRModel(L.LightningModule):
     authors' released MixVPR weights load strictly. Training: P places x K images per batch, a metric
     learning loss with an optional miner, linear warm-up over steps then a step decay by epoch (the
     paper's) or a linear decay by step (SALAD's).
+
+    Several processes (DDP): with ``global_loss`` (None: on when there is more than one process) the
+    descriptors and labels of all processes are gathered with their gradients and the miner and loss
+    run on the whole step's batch, so N processes x P/N places give the gradient of one process x P.
 
     Args:
         backbone_arch: backbone name (ResNets, lightweight CNNs, DINOv2 ViTs).
@@ -84,6 +89,12 @@ class VPRModel(L.LightningModule):
             Lightweight-MixVPR, BoQ or SALAD; loaded strictly when training starts, instead of pretrained):
             fine-tuning with new settings, where --ckpt_path would resume the old run.
         warmpup_steps: deprecated spelling of warmup_steps (the original MixVPR keyword).
+        global_loss: under DDP, mine and compute the loss on the descriptors of all processes gathered
+            with their gradients (None: on when there are several processes; false: per process).
+        channels_last: store images, activations and convolution weights channels-last (faster
+            convolutions on CPUs and tensor cores; same results to rounding).
+        activation_checkpointing: recompute the CNN backbone stages' activations during backward instead
+            of keeping them (less memory, one more forward pass; same results).
     """
 
     def __init__(
@@ -118,6 +129,9 @@ class VPRModel(L.LightningModule):
         distillation: Optional[DistillationConfig] = None,
         init_from: Optional[str] = None,
         warmpup_steps: Optional[int] = None,
+        global_loss: Optional[bool] = None,
+        channels_last: bool = False,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         if warmpup_steps is not None:
@@ -154,6 +168,10 @@ class VPRModel(L.LightningModule):
         self.backbone = net.backbone
         self.aggregator = net.aggregator
         self.__dict__["net"] = net
+        if activation_checkpointing:
+            enable_activation_checkpointing(self.backbone)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         self.loss_fn = get_loss(loss_name, **(loss_config or {}))
         self.miner = get_miner(miner_name, **miner_config)
         # distillation: the frozen teacher (a plain attribute, outside the state_dict, optimizer and DDP) is
@@ -177,6 +195,8 @@ class VPRModel(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised images -> (B, descriptor_dim) L2-normalised descriptors."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def train(self, mode: bool = True) -> "VPRModel":
@@ -220,13 +240,15 @@ class VPRModel(L.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Images arrive as uint8 (or as file bytes, with data.decode_on=gpu): normalise on the device."""
         if isinstance(batch, (list, tuple)) and len(batch) > 0:
-            return [prepare_images(batch[0], self.device), *batch[1:]]
+            # in the weights' dtype (float64 with precision 64-true, bf16 with bf16-true; autocast does the rest)
+            return [prepare_images(batch[0], self.device).to(self.dtype), *batch[1:]]
         return batch
 
     # ---------------------------------------------------------------- training
     def metric_loss(self, descriptors: Tensor, labels: Tensor) -> tuple[Tensor, float]:
         """Loss of a batch and the share of its samples the miner kept as non-trivial (1.0 without miner)."""
-        descriptors = descriptors.float()
+        # half-precision descriptors (mixed precision) in float32; float64 stays float64
+        descriptors = descriptors.to(torch.promote_types(descriptors.dtype, torch.float32))
         if self.miner is None:
             return self.loss_fn(descriptors, labels), 1.0
         mined = self.miner(descriptors, labels)
@@ -238,10 +260,15 @@ class VPRModel(L.LightningModule):
         places, labels = batch[0], batch[1]  # batch[2]: files skipped as unreadable (SkippedImages records them)
         p, k = places.shape[:2]
         images = places.flatten(0, 1)
-        descriptors = self(images)
-        loss, nontrivial = self.metric_loss(descriptors, labels.flatten())
-        if self.teacher is not None:
-            distill = self.distill_loss_fn(descriptors, self.teacher(images))
+        descriptors, labels = self(images), labels.flatten()
+        teacher = self.teacher(images) if self.teacher is not None else None
+        if self.uses_global_loss():
+            # one loss over the step's batch of all processes (the miner's b_acc too)
+            descriptors, labels = all_gather_with_grad(descriptors), all_gather_with_grad(labels)
+            teacher = all_gather_with_grad(teacher) if teacher is not None else None
+        loss, nontrivial = self.metric_loss(descriptors, labels)
+        if teacher is not None:
+            distill = self.distill_loss_fn(descriptors, teacher)
             self.log("distill_loss", distill, prog_bar=True, batch_size=p * k)
             loss = loss + self.distillation.weight * distill
         self.log("loss", loss, prog_bar=True, batch_size=p * k)
@@ -249,6 +276,11 @@ class VPRModel(L.LightningModule):
         self.log("b_acc", 1.0 - nontrivial, prog_bar=True, batch_size=p * k)
         self.log("nontrivial", nontrivial, batch_size=p * k)
         return loss
+
+    def uses_global_loss(self) -> bool:
+        """Whether the loss runs on the batch gathered from all processes (``global_loss``, None: if several)."""
+        several = world_size() > 1
+        return several if self.hparams.global_loss is None else bool(self.hparams.global_loss) and several
 
     def configure_optimizers(self):
         """The optimizer (backbone at lr x backbone_lr_mult) with two schedules, whose factors multiply: a

@@ -51,7 +51,7 @@ def test_vit_model_trains_from_the_command_line_with_frozen_blocks_outside_the_o
 
 @pytest.mark.parametrize("agg", ["BoQ", "SALAD"])
 def test_vit_model_lowers_the_loss_on_a_fixed_batch_with_its_own_optimizer(synthetic, tiny_dinov2, agg):
-    from dataloaders.gsv_cities import GSVCitiesDataset
+    from dataloaders.gsv_cities import GSVCitiesDataset, collate_places
     from dataloaders.synthetic import SYNTHETIC_CITIES
     from dataloaders.transforms import TrainTransform, normalize_batch
 
@@ -59,7 +59,7 @@ def test_vit_model_lowers_the_loss_on_a_fixed_batch_with_its_own_optimizer(synth
     settings = tiny_vit(agg)
     ds = GSVCitiesDataset(synthetic["gsv_cities"], SYNTHETIC_CITIES[:1],
                           transform=TrainTransform(settings["image_size"], 0))
-    places, labels = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    places, labels, _ = collate_places([ds[i] for i in range(4)])
     images, labels = normalize_batch(places.flatten(0, 1)), labels.flatten()
     # the recipe's optimizer and parameter groups (AdamW, backbone at 0.5 x lr), no warm-up
     model = VPRModel(**settings, optimizer="adamw", lr=1e-3, warmup_steps=0, backbone_lr_mult=0.5)
