@@ -42,11 +42,13 @@ from models import VPRModel  # noqa: E402
 from utils.recipes import read_recipe as recipe  # noqa: E402
 
 PUBLISHED = ["mixvpr_resnet50_4096", "mixvpr_resnet50_512", "mixvpr_resnet50_128", "lightweight_resnet18_1024",
-             "lightweight_mobilenet_v2_2048", "lightweight_efficientnet_b0_128", "distilled_resnet18_1024"]
+             "lightweight_torchvision_mobilenet_v2_2048", "lightweight_torchvision_efficientnet_b0_128",
+             "lightweight_efficientnet_b0_128", "lightweight_mobilenet_v2_1024", "distilled_resnet18_512",
+             "boq_resnet50_16384", "boq_dinov2_12288", "salad_dinov2_8448"]
 OPTIONS = ["plain", "channels_last", "checkpointing", "bf16", "bf16+checkpointing"]
 TOKENS = {"plain", "channels_last", "checkpointing", "bf16", "fp16"}
 # settings that describe a teacher or how to load weights, not the trained network
-NOT_NETWORK = {"pretrained", "teacher_checkpoint", "teacher_config", "teacher_precision", "distill_loss",
+NOT_NETWORK = {"pretrained", "init_from", "distillation", "teacher_checkpoint", "teacher_config", "teacher_precision", "distill_loss",
                "distill_weight", "distill_config"}
 
 

@@ -69,6 +69,29 @@ def test_activation_checkpointing_keeps_less_and_trains_identically():
         torch.testing.assert_close(b[3][name], buffer, rtol=0, atol=0)
 
 
+def test_activation_checkpointing_of_dinov2_blocks_trains_identically(tiny_dinov2):
+    from tiny_cli import tiny_vit
+    settings = tiny_vit("BoQ")
+    torch.manual_seed(0)
+    plain = VPRModel(**settings)
+    lean = VPRModel(**settings, activation_checkpointing=True)
+    lean.load_state_dict(plain.state_dict())
+    images = torch.randn(8, 3, *settings["image_size"])
+    labels = torch.arange(2).repeat_interleave(4)
+    saved = {}
+    for label, model in (("plain", plain), ("lean", lean)):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            saved[label] = step(model, images, labels)
+        saved[label + " kept"] = sum(sizes)
+    assert saved["lean kept"] < saved["plain kept"]  # the trainable block's inner activations are not kept
+    a, b = saved["plain"], saved["lean"]
+    torch.testing.assert_close(b[1], a[1])
+    assert a[2].keys() == b[2].keys() and any(name.startswith("backbone.") for name in a[2])
+    for name, grad in a[2].items():
+        torch.testing.assert_close(b[2][name], grad, rtol=1e-5, atol=1e-7)
+
+
 def test_bf16_autocast_descriptors_match_float32():
     plain = VPRModel(**TINY).eval()
     images, _ = batch()

@@ -49,8 +49,12 @@ def enable_activation_checkpointing(backbone: nn.Module) -> int:
 
     The stages are the nn.Sequential children of the wrapped torchvision network ``backbone.model``
     (ResNet: layer1..layer4; MobileNet/EfficientNet: ``features``, one block per inverted residual).
+    DINOv2: its trainable transformer blocks (the frozen ones keep no activations anyway).
     A backbone without any raises ConfigError.
     """
+    if hasattr(backbone, "checkpoint_blocks"):
+        backbone.checkpoint_blocks = True
+        return 1
     trunk = getattr(backbone, "model", None)
     names = [n for n, c in trunk.named_children() if type(c) is nn.Sequential] if trunk is not None else []
     if not names:

@@ -39,6 +39,7 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from utils.errors import ConfigError
 
@@ -235,6 +236,8 @@ class DINOv2(nn.Module):
         self.out_channels = size.embed_dim
         self.stride = PATCH_SIZE
         self.num_frozen_blocks = size.depth - num_trainable_blocks
+        # activation checkpointing (``enable_activation_checkpointing``): trainable blocks recomputed in backward
+        self.checkpoint_blocks = False
         self.model.mask_token.requires_grad_(False)
         self.model.norm.requires_grad_(norm_layer)
         if self.num_frozen_blocks:
@@ -267,7 +270,10 @@ class DINOv2(nn.Module):
             for block in frozen:
                 tokens = block(tokens)
         for block in self.model.blocks[self.num_frozen_blocks:]:
-            tokens = block(tokens)
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
         if self.norm_layer:
             tokens = self.model.norm(tokens)
         feature_map = tokens[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, rows, cols)
