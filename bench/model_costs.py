@@ -1,12 +1,13 @@
 """What a model costs at deployment: parameters, multiply-accumulates, descriptor size, CPU speed.
 
-    python bench/model_costs.py                      # the reference configurations at 320 x 320
+    python bench/model_costs.py                      # the reference configurations at 320 x 320 (BoQ and
+                                                     # SALAD releases at the authors' test sizes)
     python bench/model_costs.py --models resnet18-1024 --reps 5
     python bench/model_costs.py --no-channels-last --precision bf16-mixed   # other eager settings
 
 Per model: parameters; MACs of one image (convolutions and matrix products, counted by
 ``torch.utils.flop_counter.FlopCounterMode`` on a forward pass, MACs = FLOPs / 2; batch norm,
-activations and element-wise ops are not counted); descriptor size; CPU latency of one image (batch
+activations and element-wise ops are not counted; attention through its matrix products); descriptor size; CPU latency of one image (batch
 1) and throughput at batch 32, in eager PyTorch and in ONNX Runtime (the model exported on the fly
 into a temporary folder with ``models.export``). Eager PyTorch runs channels-last by default (the
 project's ``channels_last`` option; ``--no-channels-last`` for the plain layout) at ``--precision``
@@ -20,6 +21,7 @@ Prints Markdown. Timings are only comparable on an otherwise idle machine: a con
 OpenMP threads wait for each other and inflates them many times.
 """
 import argparse
+import copy
 import os
 import platform
 import resource
@@ -31,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,15 +62,32 @@ MODELS = {
         dict(backbone_arch="mobilenet_v2", agg_config=dict(out_channels=256, out_rows=4)), 1.0),
     "resnet18-512 (Lightweight-MixVPR student)": (
         dict(backbone_arch="resnet18", agg_config=dict(out_channels=128, out_rows=4)), 1.0),
+    # the BoQ and SALAD releases, at the authors' test sizes (DINOv2: 322 x 322, 23 x 23 patches)
+    "resnet50-boq-16384 (BoQ release)": (
+        dict(backbone_arch="resnet50", layers_to_crop=[4], agg_arch="BoQ", image_size=(384, 384),
+             agg_config=dict(in_channels=1024, proj_channels=512, num_queries=64, num_layers=2, row_dim=32)), 0.2),
+    "dinov2_vitb14-boq-12288 (BoQ release)": (
+        dict(backbone_arch="dinov2_vitb14", agg_arch="BoQ", image_size=(322, 322),
+             backbone_config=dict(num_trainable_blocks=2, return_token=False, norm_layer=False),
+             agg_config=dict(in_channels=768, proj_channels=384, num_queries=64, num_layers=2, row_dim=32)), 0.1),
+    "dinov2_vitb14-salad-8448 (SALAD release)": (
+        dict(backbone_arch="dinov2_vitb14", agg_arch="SALAD", image_size=(322, 322),
+             backbone_config=dict(num_trainable_blocks=4, return_token=True, norm_layer=True),
+             agg_config=dict(num_channels=768, num_clusters=64, cluster_dim=128, token_dim=256)), 0.1),
 }
 MIXVPR = dict(agg_arch="MixVPR", layers_to_crop=[4], pretrained=False)
 MIXER = dict(mix_depth=4, mlp_ratio=1)
 
 
 def build(name: str, image_size: tuple[int, int], channels_last: bool = False) -> VPRModel:
-    """The configuration ``name`` of ``MODELS`` at ``image_size``, random weights, eval mode."""
-    config, _ = MODELS[name]
-    config = {**MIXVPR, **config, "agg_config": {**MIXER, **config["agg_config"]}}
+    """The configuration ``name`` of ``MODELS`` at ``image_size`` (unless the row fixes its own), random
+    weights, eval mode."""
+    config = dict(MODELS[name][0])
+    image_size = tuple(config.pop("image_size", image_size))
+    if config.get("agg_arch", "MixVPR") == "MixVPR":
+        config = {**MIXVPR, **config, "agg_config": {**MIXER, **config["agg_config"]}}
+    else:
+        config = {"pretrained": False, **config}
     return VPRModel(**config, image_size=image_size, channels_last=channels_last).eval()
 
 
@@ -85,10 +105,13 @@ def best_seconds(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
 
 
 def macs_per_image(model: torch.nn.Module, image_size: tuple[int, int]) -> int:
-    """Multiply-accumulates of one forward pass of one image (FLOPs / 2)."""
+    """Multiply-accumulates of one forward pass of one image (FLOPs / 2). Attention is counted through its
+    matrix products: on a copy in training mode without gradients (no fused inference fast path of
+    nn.MultiheadAttention / TransformerEncoderLayer) with the math attention kernel."""
+    counted = copy.deepcopy(model).train().requires_grad_(False)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, 3, *image_size))
+    with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        counted(torch.zeros(1, 3, *image_size))
     return counter.get_total_flops() // 2
 
 
@@ -96,10 +119,12 @@ def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threa
             channels_last: bool = True, precision: str = "32", skip_onnx: bool = False) -> dict:
     """One row of the cost table."""
     model = build(name, image_size, channels_last)
+    image_size = tuple(model.image_size)
     reps = max(2, round(reps * MODELS[name][1]))
     one = torch.randn(1, 3, *image_size)
     many = torch.randn(batch, 3, *image_size)
-    row = {"model": name, "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+    row = {"model": name, "input": f"{image_size[0]}²" if image_size[0] == image_size[1] else
+           f"{image_size[0]} x {image_size[1]}", "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
            "GMACs": macs_per_image(model, image_size) / 1e9, "dim": model.descriptor_dim}
     dtype = PRECISIONS[precision]
     autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
