@@ -98,7 +98,7 @@ def measure_step(config: Path, option: str, places: int, device: str) -> dict:
     torch.manual_seed(0)
     model = VPRModel(**model_args, pretrained=False, image_size=image_size, channels_last="channels_last" in tokens,
                      activation_checkpointing="checkpointing" in tokens).to(device).train()
-    optimizer = model.configure_optimizers()["optimizer"]
+    [optimizer], _ = model.configure_optimizers()
     images = torch.randn(places * per_place, 3, *image_size, device=device)
     labels = torch.arange(places, device=device).repeat_interleave(per_place)
     dtype = torch.bfloat16 if "bf16" in tokens else torch.float16 if "fp16" in tokens else None

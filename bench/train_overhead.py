@@ -39,7 +39,7 @@ from utils.recipes import read_recipe  # noqa: E402
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "synthetic_demo.yaml"
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 # settings of a distillation teacher: not part of the network timed here
-TEACHER = {"teacher_checkpoint", "teacher_config", "teacher_precision", "distill_loss", "distill_weight",
+TEACHER = {"distillation", "init_from", "teacher_checkpoint", "teacher_config", "teacher_precision", "distill_loss", "distill_weight",
            "distill_config"}
 
 
@@ -56,7 +56,7 @@ class PairedSteps(L.Callback):
         dtype = AUTOCAST[precision]
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        self.optimizer = self.scheduler = None
+        self.optimizer, self.schedulers = None, []
         self.bare, self.lightning = [], []
         self._interval_start = None
 
@@ -67,8 +67,9 @@ class PairedSteps(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         self.twin.to(pl_module.device).train()
-        config = self.twin.configure_optimizers()
-        self.optimizer, self.scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+        [self.optimizer], schedules = self.twin.configure_optimizers()
+        # stepped per optimizer step as Lightning steps them (per-epoch ones never step within the measured epoch)
+        self.schedulers = [s["scheduler"] for s in schedules if s.get("interval") == "step"]
 
     def bare_step(self, batch) -> None:
         """The loop a PyTorch user writes by hand, from the batch in host memory."""
@@ -79,7 +80,8 @@ class PairedSteps(L.Callback):
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
 
     def _timed_bare_step(self, batch_idx: int) -> None:
         start = self._sync()
