@@ -1,7 +1,7 @@
 """GSV-Cities training data (Ali-bey et al., Neurocomputing 2022): one item is a place, K images of it.
 
 Construction is linear in the number of images (one CSV read and one directory listing per city, hash
-lookups, integer sorts): about 2 s for the full 530k-image set (bench/dataset_setup.py), so every DDP
+lookups, integer sorts): about 3 s for the full 530k-image set (bench/dataset_setup.py), so every DDP
 process builds its own copy.
 """
 import os
