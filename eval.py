@@ -38,6 +38,7 @@ from dataloaders.eval import FOLDER_PREFIX, build_eval_set, is_eval_set
 from dataloaders.roots import data_roots
 from models.commands import architecture_settings, checkpoints_of, command_parser
 from models.evaluation import benchmark_title, evaluate_benchmark, load_for_evaluation, model_labels, write_results
+from utils.allocator import keep_freed_memory
 from utils.cli import run_command
 from utils.errors import ConfigError
 from utils.files import reserve_version
@@ -120,4 +121,5 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # CPU embedding without glibc's page-fault cycle (utils/allocator.py)
     run_command(main)

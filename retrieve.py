@@ -24,6 +24,7 @@ from jsonargparse.typing import PositiveInt
 from models.commands import architecture_settings, checkpoints_of, command_parser
 from models.evaluation import load_for_evaluation, model_labels
 from models.inference import cached_embed_paths, image_paths, search
+from utils.allocator import keep_freed_memory
 from utils.cli import run_command
 from utils.errors import ConfigError, DataError
 from utils.files import reserve_version
@@ -90,4 +91,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
 
 if __name__ == "__main__":
+    keep_freed_memory()  # CPU embedding without glibc's page-fault cycle (utils/allocator.py)
     run_command(main)

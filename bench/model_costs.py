@@ -42,6 +42,7 @@ from models import VPRModel  # noqa: E402
 from models.distillation import Teacher  # noqa: E402
 from models.export import export_onnx  # noqa: E402
 from models.inference import PRECISIONS  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 
 # name -> (VPRModel arguments, repetitions weight: 1 = full count). MixVPR as published: 4 mixer
 # layers, mlp_ratio 1, 4 output rows. Ours: ResNets and torchvision trunks cut after stage 3 (stride 16,
@@ -208,11 +209,17 @@ def main() -> None:
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed"], help="eager PyTorch precision")
     parser.add_argument("--skip-onnx", action="store_true", help="eager PyTorch only (no export, no ONNX Runtime)")
     parser.add_argument("--skip-distillation", action="store_true", help="leave out the distillation table")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="utils.allocator.keep_freed_memory() first (what eval.py and retrieve.py do)")
     args = parser.parse_args()
+    if args.keep_freed_memory and not keep_freed_memory():
+        raise SystemExit("--keep-freed-memory: glibc's mallopt is not available here")
     torch.set_num_threads(args.threads)
     image_size = tuple(args.image_size)
     allocator = {k: v for k, v in os.environ.items()
                  if k.startswith("MALLOC_") or k in ("LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")}
+    if args.keep_freed_memory:
+        allocator["mallopt"] = "keep_freed_memory()"
     layout = "channels-last" if args.channels_last else "contiguous"
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
           f"{image_size[0]} x {image_size[1]} images; eager: {layout}, precision {args.precision}; "
