@@ -42,6 +42,7 @@ from utils.allocator import keep_freed_memory
 from utils.cli import run_command
 from utils.errors import ConfigError
 from utils.files import reserve_version
+from utils.recall import DEFAULT_K
 
 
 def parse_args(argv: Optional[Sequence[str]] = None):
@@ -53,7 +54,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                         help="sets to evaluate (default: data.test_sets): pitts30k_val, pitts30k_test, "
                              "pitts250k_val, pitts250k_test, msls_val, folder:<root>")
     parser.add_argument("--out_dir", type=str, default="LOGS/eval", help="results go to <out_dir>/version_<n>")
-    parser.add_argument("--k", type=list[PositiveInt], default=[1, 5, 10, 15, 20, 50, 100], help="recall@K values")
+    parser.add_argument("--k", type=list[PositiveInt], default=list(DEFAULT_K), help="recall@K values")
     parser.add_argument("--visualize", type=int, default=0,
                         help="retrieval pictures of the first N queries per benchmark (-1: all; 0: none)")
     parser.add_argument("--failures_only", type=bool, default=False, help="pictures and record of failed queries only")

@@ -112,8 +112,8 @@ class VPRCLI(LightningCLI):
 
 
 # settings that only change how a model is evaluated: given ones apply when validating or testing a checkpoint
-EVALUATION_ARGS = ("recall_k", "faiss_gpu", "keep_eval_descriptors")
-# how the same computation is run (memory layout, recomputation, where faiss searches): may change on any resume
+EVALUATION_ARGS = ("recall_k",)  # what validate/test report: may differ there
+# how the same computation runs (memory layout, recomputation, where faiss searches): may change on any resume
 RUNTIME_ARGS = ("faiss_gpu", "keep_eval_descriptors", "channels_last", "activation_checkpointing")
 
 

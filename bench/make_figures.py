@@ -27,6 +27,7 @@ from dataloaders.roots import data_roots  # noqa: E402
 from dataloaders.synthetic import generate_synthetic  # noqa: E402
 from models import VPRModel, read_checkpoint  # noqa: E402
 from models.evaluation import benchmark_title, evaluate_benchmark, load_for_evaluation, write_results  # noqa: E402
+from utils.recall import DEFAULT_K  # noqa: E402
 from utils.visualize import stack_vertically  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def evaluate(stages: list[Path], names: list[str], synthetic_dir: str, out_dir: 
     for path, label in zip(stages, names):
         net, fingerprint, _ = load_for_evaluation(path, {})
         settings = {"image_size": net.image_size, "precision": "32", "skip_unreadable": False, "batch_size": 64,
-                    "device": "cpu", "num_workers": 2, "progress": False, "k": [1, 5, 10, 15, 20, 50, 100],
+                    "device": "cpu", "num_workers": 2, "progress": False, "k": list(DEFAULT_K),
                     "faiss_gpu": False, "visualize": PICTURES, "failures_only": False, "top_k": 4}
         results[label] = {"checkpoint": str(path), "descriptor_dim": net.descriptor_dim,
                           "image_size": list(net.image_size),

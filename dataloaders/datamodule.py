@@ -49,21 +49,6 @@ def check_recipe(batch_size: int, img_per_place: int, min_img_per_place: int, im
         raise ConfigError("data settings: " + "; ".join(problems) + " (set them with --data.<name>)")
 
 
-def follow_epochs(sampler, dataset: GSVCitiesDataset, epoch: int) -> None:
-    """Make ``sampler.set_epoch`` (Lightning calls it at every epoch start) set ``dataset``'s epoch too, so that
-    the images and augmentations drawn per place follow the epoch, and start both at ``epoch`` (the epoch a
-    resumed run starts at: Lightning creates the first iterator, whose workers start drawing, before it
-    calls set_epoch)."""
-    set_sampler_epoch = sampler.set_epoch
-
-    def set_epoch(value: int) -> None:
-        set_sampler_epoch(value)
-        dataset.set_epoch(value)
-
-    sampler.set_epoch = set_epoch
-    set_epoch(epoch)
-
-
 class VPRDataModule(L.LightningDataModule):
     """GSV-Cities for training (batches of places x images), named benchmarks for validation and test.
 
@@ -243,11 +228,11 @@ class VPRDataModule(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         hp = self.hparams
-        sampler = CityShuffleSampler(self.train_dataset.city_of_place, hp.shuffle_all, hp.seed,
-                                     batch_size=hp.batch_size, num_replicas=world, rank=rank)
         # the epoch about to run: restored from a checkpoint by now (trainer.current_epoch catches up only later)
         epoch = trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
-        follow_epochs(sampler, self.train_dataset, epoch)
+        sampler = CityShuffleSampler(self.train_dataset.city_of_place, hp.shuffle_all, hp.seed,
+                                     batch_size=hp.batch_size, num_replicas=world, rank=rank, epoch=epoch,
+                                     on_set_epoch=self.train_dataset.set_epoch)
         workers = self.num_workers()
         return ResumableLoader(self.train_dataset, batch_size=hp.batch_size // world, sampler=sampler,
                                num_workers=workers, pin_memory=torch.cuda.is_available(),

@@ -25,6 +25,9 @@ class CityShuffleSampler(DistributedSampler):
     batch_size: places per optimizer step over all processes (the global batch); each process loads
         ``batch_size // num_replicas`` of them per step. None: one process, no slicing.
     num_replicas, rank: number of processes and this one's rank (given, not read from torch.distributed).
+    epoch: the epoch to start at (a resumed run's: Lightning creates the first iterator before it calls
+        ``set_epoch``).
+    on_set_epoch: also called with every epoch set (the training set draws its images per epoch).
 
     The last global batch of an epoch is shortened to a multiple of ``num_replicas`` places (at most
     ``num_replicas - 1`` places of the epoch are left out; none with one process), so that every
@@ -34,7 +37,8 @@ class CityShuffleSampler(DistributedSampler):
     """
 
     def __init__(self, city_of_place: np.ndarray, shuffle_all: bool = False, seed: int = 0,
-                 batch_size: Optional[int] = None, num_replicas: int = 1, rank: int = 0):
+                 batch_size: Optional[int] = None, num_replicas: int = 1, rank: int = 0, epoch: int = 0,
+                 on_set_epoch: Optional[Callable[[int], None]] = None):
         self.city_of_place = np.asarray(city_of_place)
         super().__init__(self.city_of_place, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         if num_replicas > 1 and batch_size is None:
@@ -47,6 +51,14 @@ class CityShuffleSampler(DistributedSampler):
         self.batch_size = batch_size or max(1, len(self.city_of_place))
         self.shuffle_all = shuffle_all
         self._resume_epoch, self._resume_batches = -1, 0
+        self.on_set_epoch = on_set_epoch
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's order (Lightning calls this at every epoch start) and tell ``on_set_epoch``."""
+        super().set_epoch(epoch)
+        if self.on_set_epoch is not None:
+            self.on_set_epoch(epoch)
 
     def global_order(self) -> np.ndarray:
         """(num_places,) this epoch's order of all places, the same in every process."""

@@ -2,7 +2,8 @@
 
 A cached array is reused only when everything it depends on is the same: the weights (sha256 of the
 state_dict), the ordered image list and each image's size and modification time (a file replaced in
-place is embedded again; one ``os.stat`` per image, about 0.1 s per 100k files), the image size and the
+place is embedded again; one ``os.stat`` per image: 0.33 s for 52,691 files, 2.25 s for 526,856,
+``python bench/dataset_setup.py``), the image size and the
 precision. Files: ``<label>-<16 hex digits of the key>.npy`` and a ``.json`` beside it, written last.
 """
 import hashlib

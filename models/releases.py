@@ -9,7 +9,7 @@ Each network's ``image_size`` is the size its authors evaluate at: MixVPR and Li
 (their MixVPR layers are built for it), BoQ-DINOv2 and SALAD 322 x 322, BoQ-ResNet50 384 x 384 (BoQ and
 SALAD take other sizes too; DINOv2 needs multiples of 14).
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -40,30 +40,29 @@ class Release:
     url: str
     page: str
     reference: str = ""
-    extra: dict = field(default_factory=dict)
 
 
-def _gdrive(file_id: str) -> str:
-    # the direct-download form of a Google Drive share link (confirm=t skips the virus-scan page)
-    return f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
+def _drive_release(architecture: dict, file_name: str, file_id: str, reference: str) -> Release:
+    """A release shared on Google Drive: downloaded by the direct form of its share link (confirm=t skips
+    the virus-scan page), published at the share page."""
+    return Release(architecture, file_name,
+                   f"https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t",
+                   f"https://drive.google.com/file/d/{file_id}/view", reference)
 
 
 RELEASES = {
-    "mixvpr_resnet50_4096": Release(
+    "mixvpr_resnet50_4096": _drive_release(
         {**_MIXVPR, "agg_config": {"in_channels": 1024, "in_h": 20, "in_w": 20, "out_channels": 1024, "mix_depth": 4,
                                    "mlp_ratio": 1, "out_rows": 4}},
-        "resnet50_MixVPR_4096_channels(1024)_rows(4).ckpt", _gdrive("1vuz3PvnR7vxnDDLQrdHJaOA04SQrtk5L"),
-        "https://drive.google.com/file/d/1vuz3PvnR7vxnDDLQrdHJaOA04SQrtk5L/view", "MixVPR (WACV 2023), Table 1"),
-    "mixvpr_resnet50_512": Release(
+        "resnet50_MixVPR_4096_channels(1024)_rows(4).ckpt", "1vuz3PvnR7vxnDDLQrdHJaOA04SQrtk5L", "MixVPR (WACV 2023), Table 1"),
+    "mixvpr_resnet50_512": _drive_release(
         {**_MIXVPR, "agg_config": {"in_channels": 1024, "in_h": 20, "in_w": 20, "out_channels": 256, "mix_depth": 4,
                                    "mlp_ratio": 1, "out_rows": 2}},
-        "resnet50_MixVPR_512_channels(256)_rows(2).ckpt", _gdrive("1khiTUNzZhfV2UUupZoIsPIbsMRBYVDqj"),
-        "https://drive.google.com/file/d/1khiTUNzZhfV2UUupZoIsPIbsMRBYVDqj/view", "MixVPR (WACV 2023), Table 1"),
-    "mixvpr_resnet50_128": Release(
+        "resnet50_MixVPR_512_channels(256)_rows(2).ckpt", "1khiTUNzZhfV2UUupZoIsPIbsMRBYVDqj", "MixVPR (WACV 2023), Table 1"),
+    "mixvpr_resnet50_128": _drive_release(
         {**_MIXVPR, "agg_config": {"in_channels": 1024, "in_h": 20, "in_w": 20, "out_channels": 64, "mix_depth": 4,
                                    "mlp_ratio": 1, "out_rows": 2}},
-        "resnet50_MixVPR_128_channels(64)_rows(2).ckpt", _gdrive("1DQnefjk1hVICOEYPwE4-CZAZOvi1NSJz"),
-        "https://drive.google.com/file/d/1DQnefjk1hVICOEYPwE4-CZAZOvi1NSJz/view", "MixVPR (WACV 2023), Table 1"),
+        "resnet50_MixVPR_128_channels(64)_rows(2).ckpt", "1DQnefjk1hVICOEYPwE4-CZAZOvi1NSJz", "MixVPR (WACV 2023), Table 1"),
     # the authors' hub models (amaralibey/Bag-of-Queries hubconf.py, get_trained_boq); keys renamed by
     # models.layouts.boq. DINOv2 without its final norm or class token, as the authors' backbone.
     "boq_dinov2_12288": Release(
@@ -94,21 +93,18 @@ RELEASES = {
     # file's own shapes would settle (load_weights names any shape that does not fit). The EfficientNet
     # needs timm. Configs: configs/lightweight_efficientnet_b0_128.yaml, lightweight_mobilenet_v2_1024.yaml,
     # distilled_resnet18_512.yaml.
-    "lightweight_efficientnet_b0_128": Release(
+    "lightweight_efficientnet_b0_128": _drive_release(
         {"backbone_arch": "efficientnet_b0", "layers_to_crop": [], "agg_arch": "MixVPR",
          "agg_config": _mixer(1280, 10, 32), "image_size": [320, 320]},
-        "lightweight_mixvpr_efficientnet_b0_128.ckpt", _gdrive("1FKG3Q4JlmN3i0FcixZYZXuEtVySmVW1_"),
-        "https://drive.google.com/file/d/1FKG3Q4JlmN3i0FcixZYZXuEtVySmVW1_/view", "Lightweight-MixVPR, README"),
-    "lightweight_mobilenet_v2_1024": Release(
+        "lightweight_mixvpr_efficientnet_b0_128.ckpt", "1FKG3Q4JlmN3i0FcixZYZXuEtVySmVW1_", "Lightweight-MixVPR, README"),
+    "lightweight_mobilenet_v2_1024": _drive_release(
         {"backbone_arch": "mobilenet_v2", "layers_to_crop": [], "agg_arch": "MixVPR",
          "agg_config": _mixer(512, 20, 256), "image_size": [320, 320]},
-        "lightweight_mixvpr_mobilenet_v2_1024.ckpt", _gdrive("1zwumBOinylXe77KwDhZjUffwxGLyx3s9"),
-        "https://drive.google.com/file/d/1zwumBOinylXe77KwDhZjUffwxGLyx3s9/view", "Lightweight-MixVPR, README"),
-    "lightweight_resnet18_512": Release(
+        "lightweight_mixvpr_mobilenet_v2_1024.ckpt", "1zwumBOinylXe77KwDhZjUffwxGLyx3s9", "Lightweight-MixVPR, README"),
+    "lightweight_resnet18_512": _drive_release(
         {"backbone_arch": "resnet18", "layers_to_crop": [4], "agg_arch": "MixVPR",
          "agg_config": _mixer(256, 20, 128), "image_size": [320, 320]},
-        "lightweight_mixvpr_kd_resnet18_512.ckpt", _gdrive("1C3dLL5-IVEuLKWp5laZAwiEwP2feQw9J"),
-        "https://drive.google.com/file/d/1C3dLL5-IVEuLKWp5laZAwiEwP2feQw9J/view", "Lightweight-MixVPR, README (KD)"),
+        "lightweight_mixvpr_kd_resnet18_512.ckpt", "1C3dLL5-IVEuLKWp5laZAwiEwP2feQw9J", "Lightweight-MixVPR, README (KD)"),
 }
 
 

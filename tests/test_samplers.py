@@ -61,3 +61,12 @@ def test_resume_skips_the_global_batches_already_trained_in_that_epoch():
 def test_batch_that_does_not_split_across_processes_is_refused(batch_size, world):
     with pytest.raises(ValueError, match="split evenly across"):
         CityShuffleSampler(CITY_OF_PLACE, batch_size=batch_size, num_replicas=world, rank=0)
+
+
+def test_epochs_reach_the_dataset_from_the_start_epoch_on():
+    seen = []
+    sampler = CityShuffleSampler(CITY_OF_PLACE, seed=0, epoch=2, on_set_epoch=seen.append)
+    assert sampler.epoch == 2 and seen == [2]  # a resumed run's first epoch, before Lightning calls set_epoch
+    first = sampler.global_order().tolist()
+    sampler.set_epoch(3)
+    assert seen == [2, 3] and sampler.global_order().tolist() != first

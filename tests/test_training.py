@@ -135,6 +135,14 @@ def test_resume_refuses_settings_that_conflict_with_the_checkpoint(synthetic, tm
     assert not (tmp_path / "synthetic_demo").exists() or not list((tmp_path / "synthetic_demo").glob("version_*"))
 
 
+def test_resume_may_change_how_the_same_computation_runs(synthetic, tmp_path, two_epochs):
+    # memory layout and recomputation change no result: a resume may turn them on (e.g. to fit a smaller GPU)
+    cli = main(tiny_cli_args(synthetic, tmp_path, epochs=3) + [
+        "--ckpt_path", str(two_epochs), "--model.channels_last", "true", "--model.activation_checkpointing", "true"])
+    assert cli.model.hparams.channels_last and cli.model.hparams.activation_checkpointing
+    assert cli.trainer.current_epoch == 3
+
+
 def test_validate_with_a_bare_state_dict_says_how_to_use_it(synthetic, tmp_path, two_epochs):
     bare = tmp_path / "weights.pth"
     torch.save(read_checkpoint(two_epochs)[0], bare)

@@ -52,9 +52,9 @@ def enable_activation_checkpointing(backbone: nn.Module) -> int:
     DINOv2: its trainable transformer blocks (the frozen ones keep no activations anyway).
     A backbone without any raises ConfigError.
     """
-    if hasattr(backbone, "checkpoint_blocks"):
+    if hasattr(backbone, "checkpoint_blocks"):  # DINOv2: returns the number of blocks checkpointed
         backbone.checkpoint_blocks = True
-        return 1
+        return len(backbone.model.blocks) - backbone.num_frozen_blocks
     trunk = getattr(backbone, "model", None)
     names = [n for n, c in trunk.named_children() if type(c) is nn.Sequential] if trunk is not None else []
     if not names:
