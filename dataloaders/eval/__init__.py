@@ -4,7 +4,7 @@ from typing import Callable, Optional
 
 from utils.errors import ConfigError
 
-from .base import EvalDataset
+from .base import EvalDataset, Protocol
 from .folder import FolderDataset
 from .msls import MSLSValDataset
 from .pittsburgh import PITTSBURGH_SETS, PittsburghDataset
@@ -48,4 +48,4 @@ def build_eval_set(name: str, roots: dict[str, Optional[str | Path]], transform:
     return constructor(root, transform)
 
 
-__all__ = ["EVAL_SETS", "FOLDER_PREFIX", "EvalDataset", "FolderDataset", "build_eval_set", "eval_set_name", "is_eval_set"]
+__all__ = ["EVAL_SETS", "FOLDER_PREFIX", "EvalDataset", "Protocol", "FolderDataset", "build_eval_set", "eval_set_name", "is_eval_set"]

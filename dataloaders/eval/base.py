@@ -1,4 +1,6 @@
-"""The evaluation-set contract shared by all benchmarks: database first, then queries."""
+"""The evaluation-set contract shared by all benchmarks: database first, then queries, and the protocol
+record that says which positives were used and where they came from."""
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -10,6 +12,20 @@ from utils.errors import DataError
 from ..image_list import ImageList
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a benchmark's positives were decided, read from what was used (written into recalls.md/json).
+
+    positives: the rule as text, naming its source ('database images within 25 m (posDistThr of <file>)').
+    source: the file or folder the ground truth came from.
+    threshold_m: the distance threshold in metres where the rule is one (None: positives listed by the data).
+    """
+
+    positives: str
+    source: str = ""
+    threshold_m: Optional[float] = None
+
+
 class EvalDataset(ImageList):
     """Database images then query images, never shuffled.
 
@@ -17,13 +33,14 @@ class EvalDataset(ImageList):
     ``(image, index, readable)`` (see ``ImageList``: the decoded uint8 image through ``transform``, or with
     ``encoded`` the file's bytes) so descriptors can be put back in order after distribution. ``utm``:
     (east, north) metres of every image (database then queries) where the set records them (Pittsburgh,
-    folder sets), else None; pictures show distances with it.
+    folder sets), else None; pictures show distances with it. ``protocol``: how the positives were decided
+    (``Protocol``; default: 'the given ground truth').
     """
 
     def __init__(self, name: str, db_paths: Sequence[Path], q_paths: Sequence[Path],
                  ground_truth: Sequence[np.ndarray], transform: Optional[Callable] = None,
                  skip_unreadable: bool = False, image_size: Optional[Sequence[int]] = None,
-                 utm: Optional[np.ndarray] = None, encoded: bool = False):
+                 utm: Optional[np.ndarray] = None, encoded: bool = False, protocol: Optional[Protocol] = None):
         if len(ground_truth) != len(q_paths):
             raise DataError(f"{name}: {len(q_paths)} queries but ground truth for {len(ground_truth)}")
         if utm is not None and len(utm) != len(db_paths) + len(q_paths):
@@ -34,6 +51,13 @@ class EvalDataset(ImageList):
         self.num_references = len(db_paths)
         self.num_queries = len(q_paths)
         self.ground_truth = list(ground_truth)
+        self.positive_rule = protocol or Protocol("the given ground truth")
+
+    @property
+    def protocol(self) -> dict:
+        """The protocol record of this set as evaluated: the positive rule, its source and threshold, and the
+        numbers of database images and queries."""
+        return {**asdict(self.positive_rule), "num_references": self.num_references, "num_queries": self.num_queries}
 
     @property
     def database_paths(self) -> list[str]:
@@ -59,7 +83,25 @@ class EvalDataset(ImageList):
         queries = [p for p, k in zip(self.query_paths, keep_q) if k]
         utm = self.utm[keep] if self.utm is not None else None
         return EvalDataset(self.name, db, queries, gt, self.transform, self.skip_unreadable, self.image_size,
-                           utm=utm, encoded=self.encoded)
+                           utm=utm, encoded=self.encoded, protocol=self.positive_rule)
+
+
+def check_set(name: str, db_paths: Sequence, q_paths: Sequence, ground_truth: Sequence[np.ndarray],
+              source: str, fix: str) -> None:
+    """DataError for a set that cannot give a meaningful recall: the same path twice in the database (or in
+    the queries), or no query with any positive (every query a miss: R@K = 0 % whatever the model).
+    ``source`` names where the ground truth came from, ``fix`` says what to do."""
+    for part, paths in (("database", db_paths), ("queries", q_paths)):
+        seen: set = set()
+        for path in map(str, paths):
+            if path in seen:
+                count = sum(str(p) == path for p in paths)
+                raise DataError(f"{name}: {path} is listed {count} times in the {part} of {source}: each image "
+                                f"must appear once (a duplicate counts twice in the recall). {fix}")
+            seen.add(path)
+    if len(ground_truth) and not any(len(g) for g in ground_truth):
+        raise DataError(f"{name}: none of the {len(ground_truth)} queries has a positive in {source}: every "
+                        f"recall would be 0 %. {fix}")
 
 
 # a query whose positives are more than this share of the database: the coordinates are not metres

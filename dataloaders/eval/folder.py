@@ -20,7 +20,7 @@ import numpy as np
 
 from utils.errors import ConfigError, DataError, NotFoundError
 
-from .base import EvalDataset, check_positives, positives_within
+from .base import EvalDataset, Protocol, check_positives, check_set, positives_within
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 LAYOUT = ("<root>/images/test/database/*.jpg and <root>/images/test/queries/*.jpg, each file named "
@@ -122,7 +122,12 @@ class FolderDataset(EvalDataset):
                               f"set --data.pos_radius")
         utm, zone_of = utm_from_names(db_paths + q_paths, name)
         ground_truth = positives_by_zone(utm, zone_of, len(db_paths), pos_radius)
+        check_set(name, [], [], ground_truth, f"the file names under {root} (positives within {pos_radius:g} m)",
+                  "Check that database and queries show the same places, with coordinates in the same metric "
+                  "frame, or set a larger --data.pos_radius.")
         check_positives(name, ground_truth, len(db_paths), pos_radius, f"the file names under {root}")
         self.root = root
         self.pos_radius = float(pos_radius)
-        super().__init__(name, db_paths, q_paths, ground_truth, transform, utm=utm)
+        protocol = Protocol(f"database images within {pos_radius:g} m (UTM east/north of the file names; "
+                            f"data.pos_radius)", str(root), float(pos_radius))
+        super().__init__(name, db_paths, q_paths, ground_truth, transform, utm=utm, protocol=protocol)

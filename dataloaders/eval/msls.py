@@ -8,7 +8,7 @@ import numpy as np
 from utils.errors import DataError, NotFoundError
 
 from ..image_io import check_files_exist
-from .base import EvalDataset
+from .base import EvalDataset, Protocol, check_set
 
 GT_FILES = ("msls_val_dbImages.npy", "msls_val_qImages.npy", "msls_val_qIdx.npy", "msls_val_pIdx.npy")
 LAYOUT = ("<root>/msls_val_{dbImages,qImages,qIdx,pIdx}.npy with image paths relative to <root> "
@@ -103,5 +103,10 @@ class MSLSValDataset(EvalDataset):
             gt.append(positives.astype(np.int64))
         db_paths = [root / p for p in db_images]
         q_paths = [root / q_images[i] for i in q_idx]
+        check_set("msls_val", db_images, [q_images[i] for i in q_idx], gt, f"{root}/msls_val_*.npy",
+                  "Restore the msls_val_*.npy files from the MSLS release.")
         check_files_exist(db_paths + q_paths, "msls_val", LAYOUT)
-        super().__init__(name, db_paths, q_paths, gt, transform)
+        protocol = Protocol(f"the database images {GT_FILES[3]} lists for each of the {len(q_idx)} queries of "
+                            f"{GT_FILES[2]} (MixVPR's protocol: the queries with a positive, 740 on the real "
+                            f"set; the merged cph + sf database)", str(files[3]))
+        super().__init__(name, db_paths, q_paths, gt, transform, protocol=protocol)

@@ -9,7 +9,7 @@ from scipy.io.matlab import MatReadError
 from utils.errors import ConfigError, DataError, NotFoundError
 
 from ..image_io import check_files_exist
-from .base import EvalDataset, check_positives, positives_within
+from .base import EvalDataset, Protocol, check_positives, check_set, positives_within
 
 PITTSBURGH_SETS = ("pitts30k_val", "pitts30k_test", "pitts250k_val", "pitts250k_test")
 LAYOUT = ("<root>/datasets/<name>.mat (NetVLAD dbStruct; or <root>/<name>.mat), database images under <root>/ "
@@ -60,7 +60,8 @@ def find_mat(root: Path, name: str) -> Path:
 
 
 class PittsburghDataset(EvalDataset):
-    """A Pittsburgh split; positives are database images within ``posDistThr`` (25 m) of the query."""
+    """A Pittsburgh split; positives are database images within ``posDistThr`` (25 m) of the query, read from
+    the split's ``.mat`` (or ``pos_dist_thr`` when given) and stated in the set's protocol record."""
 
     def __init__(self, root: str | Path, name: str = "pitts30k_test", transform: Optional[Callable] = None,
                  pos_dist_thr: Optional[float] = None):
@@ -73,11 +74,24 @@ class PittsburghDataset(EvalDataset):
         mat = find_mat(root, name)
         db = read_db_struct(mat)
         # the paper's positives: posDistThr (25 m), not the 10 m nonTrivPosDistSqThr used in training
-        radius = db["pos_dist_thr"] if pos_dist_thr is None else pos_dist_thr
+        if pos_dist_thr is None:
+            radius, origin = db["pos_dist_thr"], f"posDistThr of {mat}"
+            if not (np.isfinite(radius) and radius > 0):
+                raise DataError(f"{name}: {mat} gives posDistThr = {radius:g}: the positive radius must be a positive "
+                                f"number of metres (NetVLAD's files give 25); with it every recall would be 0 %. "
+                                f"Restore {mat.name} from the NetVLAD release (the datasets/ folder of Pittsburgh).")
+        else:
+            radius, origin = float(pos_dist_thr), f"given pos_dist_thr; the file's posDistThr is {db['pos_dist_thr']:g}"
+            if not (np.isfinite(radius) and radius > 0):
+                raise ConfigError(f"{name}: pos_dist_thr={pos_dist_thr}: a positive number of metres")
         db_paths = [root / p for p in db["db_images"]]
         q_paths = [root / "queries_real" / p for p in db["q_images"]]
+        restore = f"Restore {mat.name} from the NetVLAD release (the datasets/ folder of Pittsburgh)."
+        check_set(name, db["db_images"], db["q_images"], [], str(mat), restore)
         check_files_exist(db_paths + q_paths, name, LAYOUT)
         ground_truth = positives_within(db["utm_db"], db["utm_q"], radius)
+        check_set(name, [], [], ground_truth, f"{mat} (positives within {radius:g} m)", restore)
         check_positives(name, ground_truth, len(db_paths), radius, f"the utmDb/utmQ coordinates of {mat}")
+        protocol = Protocol(f"database images within {radius:g} m ({origin})", str(mat), float(radius))
         super().__init__(name, db_paths, q_paths, ground_truth, transform,
-                         utm=np.concatenate([db["utm_db"], db["utm_q"]]))
+                         utm=np.concatenate([db["utm_db"], db["utm_q"]]), protocol=protocol)
