@@ -1,6 +1,7 @@
 """Writing files so that a reader never sees a half-written one and an interrupted write leaves no debris."""
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,3 +66,22 @@ def reserve_version(root: Path, start: int = 0) -> int:
             return version
         except FileExistsError:
             version += 1
+
+
+def holds_files(folder: Path) -> bool:
+    """Whether ``folder`` (or any folder under it) holds a file."""
+    return any(not p.is_dir() for p in Path(folder).rglob("*"))
+
+
+@contextmanager
+def reserved_version(root: Path) -> Iterator[Path]:
+    """``root/version_<n>`` reserved (``reserve_version``) for the block; when the block fails, the folder
+    is removed again if nothing was written into it (empty sub-folders aside), so a failed run leaves no
+    empty version behind; one holding files (pictures of the benchmarks done) is kept."""
+    folder = Path(root) / f"version_{reserve_version(root)}"
+    try:
+        yield folder
+    except BaseException:
+        if folder.is_dir() and not holds_files(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -25,8 +25,15 @@ def tile_origin(position: int, tile: Sequence[int] = TILE) -> tuple[int, int]:
     return position * (tile[0] + 2 * BORDER + GAP), 0
 
 
+def printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name ...) written as escapes (``\\n``)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
-    """``text`` cut from the left with '...' until it fits ``width`` pixels (file names keep their end)."""
+    """``text`` on one line (``printable``), cut from the left with '...' until it fits ``width`` pixels
+    (file names keep their end)."""
+    text = printable(text)
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength("..." + text, font=font) > width:
