@@ -20,8 +20,14 @@ The evaluation is the one used in training: the same EvalDataset classes, the ev
 and faiss exact search for recall@K. Each run writes into a new ``<out_dir>/version_<n>/``:
 ``recalls.csv``, ``recalls.json``, ``recalls.md`` (one row per model, one column per benchmark),
 ``recall_curves.png`` and ``recall_<benchmark>.png``, and with ``--visualize`` ``retrievals/<model>/
-<benchmark>/`` (pictures and a CSV record). Descriptors are cached in ``<out_dir>/descriptors/``,
-reused when the weights, images, image size and precision are the same.
+<benchmark>/`` (pictures and a CSV record); recalls.md and recalls.json state each benchmark's positives
+(threshold and source, read from the data) and counts. A run that fails before its results are written
+leaves no empty version folder. Descriptors are cached in ``<out_dir>/descriptors/``, reused when the
+network (settings and weights), images, preprocessing and precision are the same and the file passes
+its checks (shape, checksum, finite rows); a cache folder that cannot be written is skipped with a note.
+
+Images are evaluated at the size the checkpoint records (the validation size of its run,
+``data.eval_image_size`` in training), else the model's image size; ``--data.eval_image_size`` overrides.
 
 Unreadable images stop the run with their path. With ``--data.skip_unreadable true`` (as in training)
 they are left out: an
@@ -37,11 +43,12 @@ from jsonargparse.typing import PositiveInt
 from dataloaders.eval import FOLDER_PREFIX, build_eval_set, is_eval_set
 from dataloaders.roots import data_roots
 from models.commands import architecture_settings, checkpoints_of, command_parser
+from models.descriptor_cache import network_identity, usable_cache_dir
 from models.evaluation import benchmark_title, evaluate_benchmark, load_for_evaluation, model_labels, write_results
 from utils.allocator import keep_freed_memory
 from utils.cli import run_command
 from utils.errors import ConfigError
-from utils.files import reserve_version
+from utils.files import reserved_version
 from utils.recall import DEFAULT_K
 
 
@@ -91,31 +98,31 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     synthetic = data.synthetic if cfg.synthetic_titles is None else cfg.synthetic_titles
     titles = {name: benchmark_title(name, synthetic and not name.startswith(FOLDER_PREFIX)) for name in datasets}
     out_root = Path(cfg.out_dir)
-    out_dir = out_root / f"version_{reserve_version(out_root)}"
-    cache_dir = None if not cfg.cache else Path(cfg.cache_dir or out_root / "descriptors")
+    cache_dir = usable_cache_dir(cfg.cache_dir or out_root / "descriptors") if cfg.cache else None
     k_values = sorted(set(cfg.k))
     arch = architecture_settings(cfg)
-    results = {}
-    for path, label in zip(checkpoints, labels):
-        net, fingerprint, own_settings = load_for_evaluation(path, arch)
-        size = tuple(data.eval_image_size or net.image_size)
-        print(f"{label}: {path} ({net.descriptor_dim}-d, {size[0]} x {size[1]} images"
-              f"{'' if own_settings else ', architecture from the settings'})")
-        results[label] = {"checkpoint": str(path), "weights_sha256": fingerprint, "descriptor_dim": net.descriptor_dim,
-                          "image_size": list(size), "benchmarks": {}}
-        settings = {"image_size": size, "precision": cfg.precision, "skip_unreadable": cfg.data.skip_unreadable,
-                    "batch_size": cfg.batch_size, "device": cfg.device, "num_workers": cfg.num_workers,
-                    "progress": cfg.progress, "k": k_values, "faiss_gpu": cfg.faiss_gpu,
-                    "visualize": cfg.visualize, "failures_only": cfg.failures_only, "top_k": cfg.top_k}
-        for name, dataset in datasets.items():
-            results[label]["benchmarks"][name] = evaluate_benchmark(net, fingerprint, dataset, label, settings,
-                                                                    out_dir, cache_dir)
-    kinds = {"folder": f"database images within {data.pos_radius:g} m (UTM) for folder sets",
-             "pitts": "within posDistThr (25 m) for Pittsburgh", "msls": "msls_val_pIdx.npy for MSLS-val"}
-    used = {"folder" if n.startswith(FOLDER_PREFIX) else "msls" if n == "msls_val" else "pitts" for n in benchmarks}
-    protocol = {"positives": "; ".join(v for k, v in kinds.items() if k in used), "k": k_values,
-                "precision": cfg.precision, "synthetic": bool(synthetic)}
-    files = write_results(results, list(datasets), out_dir, k_values, protocol, titles)
+    with reserved_version(out_root) as out_dir:
+        results = {}
+        for path, label in zip(checkpoints, labels):
+            net, fingerprint, own_settings = load_for_evaluation(path, arch, data.eval_image_size)
+            size = net.preprocessing.image_size
+            print(f"{label}: {path} ({net.descriptor_dim}-d, {size[0]} x {size[1]} images"
+                  f"{'' if own_settings else ', architecture from the settings'})")
+            results[label] = {"checkpoint": str(path), "weights_sha256": fingerprint,
+                              "descriptor_dim": net.descriptor_dim, "image_size": list(size),
+                              "preprocessing": net.preprocessing.with_size(size).as_dict(), "benchmarks": {}}
+            settings = {"image_size": size, "precision": cfg.precision, "skip_unreadable": cfg.data.skip_unreadable,
+                        "batch_size": cfg.batch_size, "device": cfg.device, "num_workers": cfg.num_workers,
+                        "progress": cfg.progress, "k": k_values, "faiss_gpu": cfg.faiss_gpu,
+                        "visualize": cfg.visualize, "failures_only": cfg.failures_only, "top_k": cfg.top_k,
+                        "name": f"{label} ({path})"}
+            identity = network_identity(net) if cache_dir is not None else None
+            for name, dataset in datasets.items():
+                results[label]["benchmarks"][name] = evaluate_benchmark(net, identity, dataset, label, settings,
+                                                                        out_dir, cache_dir)
+        protocol = {"k": k_values, "precision": cfg.precision, "synthetic": bool(synthetic),
+                    "benchmarks": {name: dataset.protocol for name, dataset in datasets.items()}}
+        files = write_results(results, list(datasets), out_dir, k_values, protocol, titles)
     print(files["md"].read_text())
     print("written: " + ", ".join(str(p) for p in files.values()))
     return results

@@ -1,9 +1,9 @@
 """torch.hub entry points: ``torch.hub.load('<owner>/<repo>', 'mixvpr', backbone='resnet50',
 descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` and ``'lightweight_mixvpr'``.
 
-Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, normalised with ``net.mean``/``net.std`` and
-resized to ``net.image_size`` (the size the release's authors evaluate at), -> (B, D) L2-normalised
-descriptors. ``pretrained=True`` loads the published weights (downloaded once into torch.hub's cache;
+Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, resized and normalised as ``net.preprocessing``
+says (the release's published test size, resize policy and mean/std; ``net.mean``/``net.std``), -> (B, D)
+L2-normalised descriptors. ``pretrained=True`` loads the published weights (downloaded once into torch.hub's cache;
 offline, the error names the file to put there). torch and torchvision are needed; the Lightweight-MixVPR
 EfficientNet also needs timm. The releases and their addresses: ``models/releases.py``.
 """

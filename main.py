@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from dataloaders.datamodule import VPRDataModule
 from dataloaders.eval import eval_set_name
 from models import VPRModel, VPRNet, load_model, load_weights, read_checkpoint
+from models.loading import open_checkpoint
 from utils.cli import run_command
 from utils.errors import CheckpointError, ConfigError
 from dataloaders.unreadable import SkippedImages
@@ -62,9 +63,12 @@ class VPRCLI(LightningCLI):
         if not ckpt_path:
             return
         hparams = check_resume(ckpt_path, config, self.config.get("subcommand"), self._given)
-        if hparams:
+        eval_size = recorded_eval_size(ckpt_path, config, self._given)
+        if hparams or eval_size:
             # the model's image size follows data.image_size (a linked setting)
             data = {"image_size": hparams.pop("image_size")} if "image_size" in hparams else {}
+            if eval_size:
+                data["eval_image_size"] = eval_size
             self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams, "data": data}},
                                                    self.config)
 
@@ -106,7 +110,7 @@ class VPRCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         # what was given explicitly on the command line (not from configs or defaults): checked against a checkpoint
         self._given = [a.split("=", 1)[0][2:] for a in (args or [])
-                       if isinstance(a, str) and a.startswith(("--model.", "--data.image_size"))]
+                       if isinstance(a, str) and a.startswith(("--model.", "--data.image_size", "--data.eval_image_size"))]
         self._verbose_given = any(isinstance(a, str) and a.split("=", 1)[0] == "--verbose" for a in (args or []))
         super().parse_arguments(parser, args)
 
@@ -171,6 +175,22 @@ def check_resume(ckpt_path, config, subcommand: Optional[str], given: Sequence[s
     if notes:
         print(f"note: {ckpt_path} continues with its own settings: " + ", ".join(notes), file=sys.stderr)
     return taken
+
+
+def recorded_eval_size(ckpt_path, config, given: Sequence[str]) -> Optional[list[int]]:
+    """The evaluation size a run with ``--ckpt_path`` takes from the checkpoint's preprocessing record (the
+    size it was validated at), unless ``--data.eval_image_size`` is given on the command line; a config's or
+    the default's other size is said in a note. None: the checkpoint records none (then the settings hold)."""
+    record = open_checkpoint(ckpt_path).preprocessing
+    if record is None or "data.eval_image_size" in given:
+        return None
+    size = list(record.image_size)
+    current = list(config.data.eval_image_size or config.data.image_size)
+    if current != size:
+        print(f"note: {ckpt_path} was validated at {size[0]} x {size[1]} (its preprocessing record): evaluating "
+              f"at that size, not at the settings' {current[0]} x {current[1]}; --data.eval_image_size overrides",
+              file=sys.stderr)
+    return size
 
 
 def main(args: Optional[Sequence[str]] = None) -> VPRCLI:

@@ -12,7 +12,8 @@ file with one image path per line, an image file, or a list of image files. Each
 and cosine similarity of the L2-normalised descriptors) and, with ``--visualize N``, pictures of the first N
 queries with their matches (grey frames: no ground truth to say right or wrong). Descriptors are cached
 under ``<out_dir>/descriptors`` (database and queries apart, so new queries against the same database
-embed only the queries).
+embed only the queries). Images are embedded at the size the checkpoint records (its validation size),
+else the model's; ``--data.eval_image_size`` overrides. A run that fails leaves no empty version folder.
 """
 import csv
 from pathlib import Path
@@ -22,12 +23,13 @@ import numpy as np
 from jsonargparse.typing import PositiveInt
 
 from models.commands import architecture_settings, checkpoints_of, command_parser
+from models.descriptor_cache import network_identity, usable_cache_dir
 from models.evaluation import load_for_evaluation, model_labels
 from models.inference import cached_embed_paths, image_paths, search
 from utils.allocator import keep_freed_memory
 from utils.cli import run_command
 from utils.errors import ConfigError, DataError
-from utils.files import reserve_version
+from utils.files import reserved_version
 from utils.visualize import retrieval_figure
 
 
@@ -52,16 +54,25 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     db_paths = image_paths(cfg.database)
     q_paths = image_paths(cfg.queries)
     out_root = Path(cfg.out_dir)
-    out_dir = out_root / f"version_{reserve_version(out_root)}"
-    cache_dir = None if not cfg.cache else Path(cfg.cache_dir or out_root / "descriptors")
-    net, fingerprint, _ = load_for_evaluation(checkpoints[0], architecture_settings(cfg))
+    cache_dir = usable_cache_dir(cfg.cache_dir or out_root / "descriptors") if cfg.cache else None
+    net, _, _ = load_for_evaluation(checkpoints[0], architecture_settings(cfg), cfg.data.eval_image_size)
     label = model_labels(checkpoints)[0]
-    size = cfg.data.eval_image_size or net.image_size
+    size = net.preprocessing.image_size
+    identity = network_identity(net) if cache_dir is not None else None
+    with reserved_version(out_root) as out_dir:
+        csv_path = retrieve(cfg, net, identity, label, size, db_paths, q_paths, cache_dir, out_dir)
+    return csv_path
+
+
+def retrieve(cfg, net, identity, label: str, size, db_paths: list[str], q_paths: list[str],
+             cache_dir: Optional[Path], out_dir: Path) -> Path:
+    """Embed database and queries, search, write matches.csv and the pictures into ``out_dir``."""
     embedded = {}
     for part, paths in (("database", db_paths), ("queries", q_paths)):
         descriptors, unreadable, reused = cached_embed_paths(
-            net, paths, cache_dir, f"{part}-{label}", fingerprint, size, cfg.precision, cfg.data.skip_unreadable,
-            batch_size=cfg.batch_size, device=cfg.device, num_workers=cfg.num_workers, progress=cfg.progress)
+            net, paths, cache_dir, f"{part}-{label}", identity, size, cfg.precision, cfg.data.skip_unreadable,
+            batch_size=cfg.batch_size, device=cfg.device, num_workers=cfg.num_workers, progress=cfg.progress,
+            name=f"{label} ({cfg.checkpoint})")
         keep = np.setdiff1d(np.arange(len(paths)), unreadable)
         if len(unreadable):
             print(f"{part}: skipped {len(unreadable)} unreadable image(s), e.g. {paths[unreadable[0]]}")

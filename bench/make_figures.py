@@ -63,16 +63,16 @@ def evaluate(stages: list[Path], names: list[str], synthetic_dir: str, out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for path, label in zip(stages, names):
-        net, fingerprint, _ = load_for_evaluation(path, {})
-        settings = {"image_size": net.image_size, "precision": "32", "skip_unreadable": False, "batch_size": 64,
+        net, _, _ = load_for_evaluation(path, {})
+        settings = {"image_size": net.preprocessing.image_size, "precision": "32", "skip_unreadable": False, "batch_size": 64,
                     "device": "cpu", "num_workers": 2, "progress": False, "k": list(DEFAULT_K),
                     "faiss_gpu": False, "visualize": PICTURES, "failures_only": False, "top_k": 4}
         results[label] = {"checkpoint": str(path), "descriptor_dim": net.descriptor_dim,
-                          "image_size": list(net.image_size),
-                          "benchmarks": {b: evaluate_benchmark(net, fingerprint, datasets[b], label, settings, out_dir,
+                          "image_size": list(net.preprocessing.image_size),
+                          "benchmarks": {b: evaluate_benchmark(net, None, datasets[b], label, settings, out_dir,
                                                                out_dir / "descriptors") for b in benchmarks}}
-    protocol = {"positives": "within posDistThr (25 m) for Pittsburgh; msls_val_pIdx.npy for MSLS-val",
-                "k": settings["k"], "precision": "32", "synthetic": True}
+    protocol = {"k": settings["k"], "precision": "32", "synthetic": True,
+                "benchmarks": {b: datasets[b].protocol for b in benchmarks}}
     write_results(results, list(benchmarks), out_dir, settings["k"], protocol,
                   {b: benchmark_title(b, synthetic=True) for b in benchmarks})
 

@@ -1,15 +1,25 @@
 """A cache of descriptors on disk, so that evaluating or searching again embeds nothing that did not change.
 
-A cached array is reused only when everything it depends on is the same: the weights (sha256 of the
-state_dict), the ordered image list and each image's size and modification time (a file replaced in
-place is embedded again; one ``os.stat`` per image: 0.33 s for 52,691 files, 2.25 s for 526,856,
-``python bench/dataset_setup.py``), the image size and the
-precision. Files: ``<label>-<16 hex digits of the key>.npy`` and a ``.json`` beside it, written last.
+A cached array is reused only when everything it depends on is the same: the network as it computes
+(``network_identity``: every module's class and settings, its parameters and buffers), the evaluation
+preprocessing actually applied (image size, resize policy, mean/std), the precision, and the ordered
+image list with each image's size and modification time (a file replaced in place is embedded again;
+one ``os.stat`` per image: 0.33 s for 52,691 files, 2.25 s for 526,856, ``python bench/dataset_setup.py``).
+Files: ``<label>-<16 hex digits of the key>.npy`` and a ``.json`` beside it, written last, that records
+the key, the array's shape, dtype and sha256, the unreadable images and whether the rows are
+L2-normalised. A file is checked against that record before use; anything off is a miss (a note, then
+the images are embedded again), never a result.
 """
+import enum
+import functools
 import hashlib
 import json
+import math
 import os
 import re
+import sys
+import tempfile
+import types
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -19,16 +29,87 @@ import torch
 from utils.files import atomic_path, atomic_write_text
 
 # bump when embedding changes in a way that changes descriptors: older cache files are not reused
-EMBEDDING_VERSION = 3
+EMBEDDING_VERSION = 4
+# what every nn.Module holds in its __dict__ (hooks, the registries of parameters, buffers and children,
+# the training flag): not settings of the computation; parameters, buffers and children are hashed apart
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+# rows of a normalised descriptor array have this L2 norm within this tolerance (float16 autocast included)
+NORM_TOLERANCE = 1e-2
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of the model's state_dict (names, dtypes, shapes and values): a changed weight changes it."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        _hash_tensor(digest, name, tensor)
+    return digest.hexdigest()
+
+
+def _hash_tensor(digest, name: str, tensor: torch.Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _plain(value, depth: int = 0):
+    """``value`` as deterministic JSON-able data: numbers, strings, containers of them; a class or function
+    by its qualified name; any other object by its type's qualified name and its own plain attributes.
+    Never an ``id()`` or an address, so two builds of the same settings give the same data."""
+    if depth > 8:
+        return "..."
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, enum.Enum):
+        return f"{_qualname(type(value))}.{value.name}"
+    if isinstance(value, (torch.dtype, torch.device, torch.memory_format, torch.Size)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_plain(v, depth + 1) for v in value), key=json.dumps)
+    if isinstance(value, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, type) or isinstance(value, (types.FunctionType, types.BuiltinFunctionType,
+                                                         types.MethodType)):
+        return f"<{_qualname(value)}>"
+    if isinstance(value, functools.partial):
+        return {"partial": _plain(value.func, depth + 1), "args": _plain(value.args, depth + 1),
+                "keywords": _plain(value.keywords, depth + 1)}
+    if isinstance(value, torch.nn.Module):  # a module held outside the registry of children
+        return {"module": _qualname(type(value)), "identity": network_identity(value)}
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict):
+        return {"type": _qualname(type(value)), **{k: _plain(v, depth + 1) for k, v in sorted(attributes.items())}}
+    return {"type": _qualname(type(value))}
+
+
+def _qualname(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', type(obj).__name__))}"
+
+
+def network_identity(net: torch.nn.Module) -> str:
+    """sha256 of everything ``net`` computes with: for every submodule in order, its name, its class's
+    qualified name, its plain attributes (pooling sizes, flags such as DINOv2's return_token/norm_layer,
+    VPRNet's preprocessing ...; not the training flag or hooks), and its parameters and buffers (names,
+    dtypes, shapes, values). Settings that hold no weights change it as weights do; two builds of the
+    same settings and weights give the same value."""
+    digest = hashlib.sha256()
+    for name, module in net.named_modules():
+        settings = {}
+        for key, value in sorted(vars(module).items()):
+            if key in _MODULE_INTERNALS:
+                continue
+            if isinstance(value, torch.Tensor):  # a tensor outside the registries still computes
+                _hash_tensor(digest, f"{name}.{key}", value)
+            else:
+                settings[key] = _plain(value)
+        digest.update(f"{name}|{_qualname(type(module))}|{json.dumps(settings, sort_keys=True)}\n".encode())
+        for kind, tensors in (("parameter", module._parameters), ("buffer", module._buffers)):
+            for key, tensor in tensors.items():
+                if tensor is not None:
+                    _hash_tensor(digest, f"{kind}:{name}.{key}", tensor)
     return digest.hexdigest()
 
 
@@ -45,13 +126,14 @@ def images_fingerprint(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(fingerprint: str, paths: Sequence[str], image_size: Sequence[int], precision: str) -> dict:
-    """What a set of descriptors depends on: the weights, the images (paths and content identity), the
-    image size and the precision (``32`` for full precision, whatever its spelling)."""
+def cache_key(network: str, paths: Sequence[str], preprocessing: dict, precision: str) -> dict:
+    """What a set of descriptors depends on: the network (``network_identity``), the images (paths and
+    content identity), the evaluation preprocessing applied (``Preprocessing.as_dict()``) and the
+    precision (``32`` for full precision, whatever its spelling)."""
     return {
         "version": EMBEDDING_VERSION,
-        "weights_sha256": fingerprint,
-        "image_size": [int(s) for s in image_size],
+        "network_sha256": network,
+        "preprocessing": _plain(preprocessing),
         "precision": "32" if precision in ("32", "32-true") else precision,
         "num_images": len(paths),
         "images_sha256": images_fingerprint(paths),
@@ -65,24 +147,111 @@ def cache_file(cache_dir: str | Path, label: str, key: dict) -> Path:
     return Path(cache_dir) / f"{safe}-{digest}.npy"
 
 
-def load_cached(path: Path, key: dict) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """(descriptors, unreadable indices) stored at ``path`` under ``key``, or None when absent or stale."""
+def array_sha256(array: np.ndarray) -> str:
+    """sha256 of an array's bytes (C order)."""
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
+
+
+def row_norms_are_one(descriptors: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether the given rows have L2 norm 1 (within ``NORM_TOLERANCE``); chunked, memory-bounded."""
+    for start in range(0, len(rows), 65536):
+        chunk = descriptors[rows[start:start + 65536]].astype(np.float64)
+        if not np.all(np.abs(np.sqrt(np.einsum("ij,ij->i", chunk, chunk)) - 1) <= NORM_TOLERANCE):
+            return False
+    return True
+
+
+def note(message: str) -> None:
+    """A one-line note on stderr: something was not as expected, and what is done instead."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def _problem(meta, descriptors, key: dict, dim: int) -> Optional[str]:
+    """Why the cached pair (``meta`` from the .json, ``descriptors`` from the .npy) cannot be used, or None."""
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        return "its record does not match these settings"
+    shape = (key["num_images"], dim)
+    if not isinstance(descriptors, np.ndarray) or descriptors.shape != shape:
+        got = descriptors.shape if isinstance(descriptors, np.ndarray) else type(descriptors).__name__
+        return f"holds an array of shape {got}, expected {shape} ({key['num_images']} images x the model's {dim}-d)"
+    if descriptors.dtype != np.float32:
+        return f"holds {descriptors.dtype} values, expected float32"
+    if [meta.get("shape"), meta.get("dtype")] != [list(shape), "float32"] or meta.get("sha256") != array_sha256(descriptors):
+        return "its bytes differ from those recorded beside it (sha256): changed or damaged after writing"
+    unreadable = meta.get("unreadable")
+    if not isinstance(unreadable, list) or not all(isinstance(i, int) and 0 <= i < shape[0] for i in unreadable):
+        return "its record of unreadable images is malformed"
+    finite = np.isfinite(descriptors).all(axis=1)
+    expected = np.ones(shape[0], dtype=bool)
+    expected[unreadable] = False
+    if not np.array_equal(finite, expected):
+        return (f"{int((finite != expected).sum())} row(s) are non-finite where images were readable, or finite "
+                f"where they were not")
+    if meta.get("normalized") and not row_norms_are_one(descriptors, np.flatnonzero(finite)):
+        return "rows of a model that L2-normalises do not have norm 1"
+    return None
+
+
+def load_cached(path: Path, key: dict, descriptor_dim: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(descriptors, unreadable indices) stored at ``path`` under ``key``, or None when absent, stale or not
+    trustworthy: the array must be (num_images, ``descriptor_dim``) float32 with the recorded sha256, its
+    non-finite rows exactly the recorded unreadable images, and, when recorded as normalised, the other
+    rows of norm 1. A file that exists but fails a check gets a one-line note."""
     meta_path = path.with_suffix(".json")
     if not (path.is_file() and meta_path.is_file()):
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        descriptors = np.load(path)
-    except (ValueError, OSError):
+        descriptors = np.load(path, allow_pickle=False)
+        why = _problem(meta, descriptors, key, descriptor_dim)
+    except (ValueError, OSError, EOFError, TypeError) as err:
+        why = f"unreadable ({type(err).__name__}: {err})"
+    if why is not None:
+        note(f"{path}: {why}; embedding again")
         return None
-    if meta.get("key") != key or len(descriptors) != key["num_images"]:
-        return None
-    return descriptors, np.asarray(meta.get("unreadable", []), dtype=np.int64)
+    return descriptors, np.asarray(meta["unreadable"], dtype=np.int64)
 
 
-def save_cached(path: Path, key: dict, descriptors: np.ndarray, unreadable: np.ndarray, label: str) -> None:
-    """Write ``descriptors`` then the key beside them (``.json``, written last: it marks the pair complete)."""
-    with atomic_path(path) as tmp:
-        np.save(tmp, descriptors)
-    meta = {"label": label, "key": key, "unreadable": [int(i) for i in unreadable]}
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+def save_cached(path: Path, key: dict, descriptors: np.ndarray, unreadable: np.ndarray, label: str) -> bool:
+    """Write ``descriptors`` then their record beside them (``.json``, written last: it marks the pair
+    complete): key, shape, dtype, sha256, unreadable images, whether the readable rows are L2-normalised.
+    A cache that cannot be written (read-only, full) is a note, not a failure; returns whether it was saved."""
+    descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+    readable = np.setdiff1d(np.arange(len(descriptors)), unreadable)
+    meta = {"label": label, "key": key, "shape": list(descriptors.shape), "dtype": "float32",
+            "sha256": array_sha256(descriptors), "unreadable": [int(i) for i in unreadable],
+            "normalized": bool(len(readable)) and row_norms_are_one(descriptors, readable)}
+    try:
+        with atomic_path(path) as tmp:
+            np.save(tmp, descriptors)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    except OSError as err:
+        note(f"descriptor cache {path.parent} cannot be written ({type(err).__name__}: {err}); "
+             f"the descriptors are not cached")
+        return False
+    return True
+
+
+def usable_cache_dir(cache_dir: Optional[str | Path]) -> Optional[Path]:
+    """``cache_dir`` when it can be created and written (checked by creating it and a file there, then
+    removing what the check created), else None with a one-line note: evaluating without a cache beats
+    failing after the whole embedding was computed."""
+    if cache_dir is None:
+        return None
+    cache_dir = Path(cache_dir)
+    created = [p for p in (cache_dir, *cache_dir.parents) if not p.exists()]
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as err:
+        note(f"descriptor cache {cache_dir} cannot be written ({type(err).__name__}: {err}); evaluating without "
+             f"a cache (set --cache_dir to a writable folder, or --cache false)")
+        return None
+    finally:
+        for folder in created:  # deepest first: the first save creates them again
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return cache_dir

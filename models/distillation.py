@@ -170,9 +170,9 @@ class Teacher:
     the teacher there (or move it up front with ``teacher.to(device)``, e.g. in ``on_fit_start``). Its
     model is put in eval mode with ``requires_grad=False`` and is forced back to eval at every call.
 
-    Images of another size than the teacher's ``image_size`` (a student trained at a lower
-    resolution) are resized to it (bilinear, antialiased) first: MixVPR only takes the size it was
-    built for.
+    Images of another size than the teacher's evaluation size (``model.preprocessing``, which its checkpoint
+    records, else its ``image_size``; e.g. a student trained at a lower resolution) are resized to it
+    (bilinear, antialiased) first: MixVPR only takes the size it was built for.
 
     precision: ``"bf16"`` or ``"fp16"``/``"16"``: autocast dtype of the teacher's forward (bf16 suits
     CPUs and recent GPUs, fp16 GPUs); ``"32"``: float32 even inside the caller's autocast; ``None``:
@@ -187,7 +187,8 @@ class Teacher:
         self.model = model.eval().requires_grad_(False)
         self.dtype = PRECISIONS[precision]
         self.descriptor_dim = getattr(model, "descriptor_dim", None)
-        image_size = getattr(model, "image_size", None)
+        # the size the teacher is evaluated at (its checkpoint's record), else the size it was built for
+        image_size = getattr(getattr(model, "preprocessing", None), "image_size", None) or getattr(model, "image_size", None)
         self.image_size = tuple(image_size) if image_size is not None else None
 
     @classmethod

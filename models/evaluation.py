@@ -17,9 +17,9 @@ from utils.files import atomic_write_text
 from utils.recall import format_recall_table, get_validation_recalls, search_nearest
 from utils.visualize import plot_recall_curves, save_retrievals
 
-from .descriptor_cache import weights_fingerprint
-from .inference import cached_embed_paths
-from .loading import architecture_of, load_weights, read_checkpoint
+from .descriptor_cache import network_identity, weights_fingerprint
+from .inference import cached_embed_paths, check_descriptors
+from .loading import architecture_of, checkpoint_preprocessing, load_weights, open_checkpoint
 from .network import VPRNet, build_network
 
 TITLES = {"pitts30k_val": "Pitts30k-val", "pitts30k_test": "Pitts30k-test", "pitts250k_val": "Pitts250k-val",
@@ -33,16 +33,21 @@ def benchmark_title(name: str, synthetic: bool = False) -> str:
     return f"{title} (synthetic)" if synthetic else title
 
 
-def load_for_evaluation(path: str | Path, architecture: dict) -> tuple[VPRNet, str, bool]:
+def load_for_evaluation(path: str | Path, architecture: dict, eval_image_size: Optional[Sequence[int]] = None
+                        ) -> tuple[VPRNet, str, bool]:
     """(network in eval mode on the CPU, weights fingerprint, whether the file carried its own settings).
 
-    A checkpoint with saved hyper-parameters (ours) builds its own architecture; ``architecture``
-    (model settings from a recipe or the command line) applies to bare state_dicts (the releases).
+    A checkpoint with saved hyper-parameters (ours) builds its own architecture and carries its evaluation
+    preprocessing (``net.preprocessing``: the size it was validated at); ``architecture`` (model settings
+    from a recipe or the command line) applies to bare state_dicts (the releases). ``eval_image_size``
+    (--data.eval_image_size, from the command line or --config) overrides the evaluation size.
     """
-    state_dict, hyper_parameters = read_checkpoint(path)
+    checkpoint = open_checkpoint(path)
+    hyper_parameters = checkpoint.hyper_parameters
     arch = architecture_of(hyper_parameters) if hyper_parameters else architecture_of({}, **architecture)
     net = build_network(**arch)
-    load_weights(net, state_dict, source=str(path))
+    load_weights(net, checkpoint.state_dict, source=str(path))
+    net.preprocessing = checkpoint_preprocessing(checkpoint, net, str(path), eval_image_size)
     net.eval()
     return net, weights_fingerprint(net), bool(hyper_parameters)
 
@@ -72,15 +77,22 @@ def drop_images(dataset: EvalDataset, indices: np.ndarray) -> EvalDataset:
 
 
 def evaluation_recalls(descriptors: np.ndarray, dataset: EvalDataset, k_values: Sequence[int],
-                       faiss_gpu: bool = False) -> tuple[dict[int, float], EvalDataset, np.ndarray]:
+                       faiss_gpu: bool = False, unreadable: Sequence[int] = ()
+                       ) -> tuple[dict[int, float], EvalDataset, np.ndarray]:
     """(recall@K, the set evaluated, indices left out) of ``dataset`` from its (N, D) descriptors, database
-    first then queries, as in validation. NaN rows are images left out as unreadable (``skip_unreadable``):
-    an unreadable database image leaves the database, an unreadable query the evaluation
-    (``EvalDataset.without``); training's validation and eval.py share this, so they agree."""
-    unreadable = np.flatnonzero(np.isnan(descriptors).any(axis=1))
+    first then queries, as in validation. ``unreadable``: indices of images left out as unreadable
+    (``skip_unreadable``): an unreadable database image leaves the database, an unreadable query the
+    evaluation (``EvalDataset.without``); training's validation and eval.py share this, so they agree.
+    Every other row must be finite (``inference.check_descriptors`` names the model that broke that)."""
+    unreadable = np.unique(np.asarray(unreadable, dtype=np.int64))
+    if len(descriptors) != len(dataset):
+        raise ValueError(f"{dataset.name}: {len(descriptors)} descriptors for {len(dataset)} images")
     if len(unreadable):
         dataset = dataset.without(unreadable)
         descriptors = np.delete(descriptors, unreadable, axis=0)
+    if not np.isfinite(descriptors).all():
+        raise ValueError(f"{dataset.name}: non-finite descriptors of images that were read: check them with "
+                         f"models.inference.check_descriptors first")
     if dataset.num_references == 0 or dataset.num_queries == 0:
         raise DataError(f"{dataset.name}: no readable {'database image' if dataset.num_references == 0 else 'query'} "
                         f"is left after skipping {len(unreadable)} unreadable image(s)")
@@ -90,22 +102,29 @@ def evaluation_recalls(descriptors: np.ndarray, dataset: EvalDataset, k_values: 
     return recalls, dataset, unreadable
 
 
-def evaluate_benchmark(net: VPRNet, fingerprint: str, dataset: EvalDataset, label: str, settings: dict,
+def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDataset, label: str, settings: dict,
                        out_dir: Path, cache_dir: Optional[Path]) -> dict:
-    """Embed ``dataset`` (through the cache), compute recall@K as validation does, optionally save
-    retrieval pictures; returns the record written to recalls.json.
+    """Embed ``dataset`` (through the cache, keyed by ``identity``: ``network_identity(net)``, computed when
+    None), compute recall@K as validation does, optionally save retrieval pictures; returns the record
+    written to recalls.json.
 
     ``settings``: image_size, precision, skip_unreadable, batch_size, device, num_workers, progress,
-    k (recall@K values), faiss_gpu, visualize (pictures per benchmark), failures_only, top_k.
+    k (recall@K values), faiss_gpu, visualize (pictures per benchmark), failures_only, top_k, and
+    optionally name (the model in error messages; default ``label``).
     """
     start = time.perf_counter()
+    name = settings.get("name", label)
+    if cache_dir is not None and identity is None:
+        identity = network_identity(net)
     descriptors, unreadable, reused = cached_embed_paths(
-        net, dataset.images, cache_dir, f"{dataset.name}-{label}", fingerprint, settings["image_size"],
+        net, dataset.images, cache_dir, f"{dataset.name}-{label}", identity, settings["image_size"],
         settings["precision"], settings["skip_unreadable"], batch_size=settings["batch_size"],
-        device=settings["device"], num_workers=settings["num_workers"], progress=settings["progress"])
+        device=settings["device"], num_workers=settings["num_workers"], progress=settings["progress"], name=name)
+    check_descriptors(descriptors, unreadable, net, name, dataset.images, settings["precision"])
     embedded = time.perf_counter()
     record = {"num_references": dataset.num_references, "num_queries": dataset.num_queries,
-              "skipped_database": 0, "skipped_queries": 0, "descriptors_cached": reused}
+              "descriptor_dim": int(descriptors.shape[1]), "skipped_database": 0, "skipped_queries": 0,
+              "descriptors_cached": reused}
     if len(unreadable):
         skipped_db = int((unreadable < dataset.num_references).sum())
         record.update(skipped_database=skipped_db, skipped_queries=len(unreadable) - skipped_db)
@@ -113,9 +132,10 @@ def evaluate_benchmark(net: VPRNet, fingerprint: str, dataset: EvalDataset, labe
         atomic_write_text(listing, "".join(dataset.images[i] + "\n" for i in unreadable))
         print(f"{dataset.name}: skipped {len(unreadable)} unreadable image(s) ({skipped_db} database, "
               f"{len(unreadable) - skipped_db} queries), listed in {listing}")
-    recalls, dataset, _ = evaluation_recalls(descriptors, dataset, settings["k"], settings["faiss_gpu"])
+    recalls, dataset, _ = evaluation_recalls(descriptors, dataset, settings["k"], settings["faiss_gpu"], unreadable)
     descriptors = np.delete(descriptors, unreadable, axis=0)
-    record.update(num_references=dataset.num_references, num_queries=dataset.num_queries)
+    record.update(num_references=dataset.num_references, num_queries=dataset.num_queries,
+                  protocol=dataset.protocol)
     record["recall"] = {str(k): v for k, v in recalls.items()}
     record["seconds_embedding"] = round(embedded - start, 2)
     record["seconds_recall"] = round(time.perf_counter() - embedded, 2)
@@ -146,10 +166,20 @@ def markdown_table(results: dict, benchmarks: Sequence[str], k_values: Sequence[
     return "\n".join(lines)
 
 
+def protocol_lines(protocols: dict[str, dict], titles: Optional[dict] = None) -> list[str]:
+    """One line per benchmark stating its positives and counts, from the protocol record of the set that was
+    evaluated (``EvalDataset.protocol``): what recalls.md says is what the code used."""
+    titles = titles or {}
+    return [f"{titles.get(name, name)}: positives are {p['positives']}; {p['num_references']:,} database images, "
+            f"{p['num_queries']:,} queries." for name, p in protocols.items()]
+
+
 def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_values: Sequence[int],
                   protocol: dict, titles: Optional[dict] = None) -> dict[str, Path]:
     """recalls.json, recalls.csv, recalls.md and the recall curves under ``out_dir``; ``titles`` maps
-    benchmark names to the titles shown (e.g. 'Pitts30k-test (synthetic)')."""
+    benchmark names to the titles shown (e.g. 'Pitts30k-test (synthetic)'). ``protocol``: the run's
+    settings (k, precision, synthetic) and ``benchmarks``: each benchmark's protocol record
+    (``EvalDataset.protocol``), written into recalls.json and stated under the table in recalls.md."""
     titles = titles or {b: benchmark_title(b) for b in benchmarks}
     files = {"json": out_dir / "recalls.json", "csv": out_dir / "recalls.csv", "md": out_dir / "recalls.md"}
     atomic_write_text(files["json"], json.dumps({"protocol": protocol, "models": results}, indent=1))
@@ -158,18 +188,15 @@ def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_val
     for label, r in results.items():
         for b in benchmarks:
             rb = r["benchmarks"][b]
-            rows.append([label, r["checkpoint"], r["descriptor_dim"], "x".join(map(str, r["image_size"])), b,
-                         titles.get(b, b), rb["num_references"], rb["num_queries"],
-                         rb["skipped_database"] + rb["skipped_queries"],
+            rows.append([label, r["checkpoint"], rb.get("descriptor_dim", r["descriptor_dim"]),
+                         "x".join(map(str, r["image_size"])), b, titles.get(b, b), rb["num_references"],
+                         rb["num_queries"], rb["skipped_database"] + rb["skipped_queries"],
                          *[f"{100 * rb['recall'][str(k)]:.2f}" for k in k_values]])
     with (out_dir / "recalls.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     size = "; ".join(f"{label}: {'x'.join(map(str, r['image_size']))}" for label, r in results.items())
-    notes = ["", f"Recall@K (%), exact nearest neighbours; positives: {protocol['positives']}. "
-                 f"Image size (H x W): {size}."]
-    if "msls_val" in benchmarks:
-        notes.append("MSLS-val: the queries of msls_val_qIdx.npy (740 on the real set, those with a positive) "
-                     "against the cph + sf database, as MixVPR reports it.")
+    notes = ["", f"Recall@K (%), exact nearest neighbours. Image size (H x W): {size}."]
+    notes += protocol_lines({b: protocol["benchmarks"][b] for b in benchmarks}, titles)
     if any("synthetic" in titles.get(b, "") for b in benchmarks):
         notes.append("Synthetic: the project's generated stand-ins in the real formats, not the real data sets.")
     atomic_write_text(files["md"], markdown_table(results, benchmarks, titles=titles) + "\n" + "\n".join(notes) + "\n")

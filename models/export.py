@@ -8,8 +8,9 @@ Formats: ``onnx`` (the torch.export-based "dynamo" exporter, opset 18; run by ON
 ``torch_export`` (a ``.pt2`` ExportedProgram: ``torch.export.load``; the successor of TorchScript) and
 ``torchscript`` (``torch.jit.trace``; deprecated by PyTorch, kept for older runtimes). The exported graph
 takes (B, 3, H, W) float32 images normalised with the model's mean/std and returns (B, D) L2-normalised
-descriptors; H x W is fixed (MixVPR's layers depend on it), B too unless ``dynamic_batch``. Each file
-carries its preprocessing (input size, mean, std, descriptor size): ONNX metadata properties, or a
+descriptors; H x W is fixed (MixVPR's layers depend on it), B too unless ``dynamic_batch``; by default
+the evaluation size the checkpoint records (its validation size). Each file carries its preprocessing
+(input size, resize policy, mean, std, descriptor size): ONNX metadata properties, or a
 ``preprocessing.json`` extra file in .pt2/TorchScript archives.
 
 The export is written to a temporary file beside ``--output``, run next to the PyTorch model on random
@@ -32,12 +33,15 @@ from utils.files import atomic_path
 
 from .commands import architecture_settings, checkpoints_of, recipe_parser
 from .evaluation import load_for_evaluation
+from .inference import evaluation_preprocessing
 
 FORMATS = ("onnx", "torch_export", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torch_export": ".pt2", "torchscript": ".pt"}
 OPSET = 18
 TOLERANCE = 1e-4
 PREPROCESSING_FILE = "preprocessing.json"
+# the preprocessing entries stored as plain text in ONNX metadata (the others as JSON)
+TEXT_FIELDS = ("input", "output")
 
 
 class ExportMismatchError(RuntimeError):
@@ -45,10 +49,11 @@ class ExportMismatchError(RuntimeError):
 
 
 def preprocessing(net: nn.Module, image_size: Sequence[int]) -> dict:
-    """What a deployed model needs to be fed: input layout and size, value range, normalisation."""
-    return {"input": "float32 (B, 3, H, W), RGB, values in [0, 1] then normalised (x - mean) / std",
-            "image_size": [int(s) for s in image_size], "mean": list(getattr(net, "mean", ())),
-            "std": list(getattr(net, "std", ())), "descriptor_dim": int(net.descriptor_dim),
+    """What a deployed model needs to be fed: input layout and size, resize policy, value range,
+    normalisation (the network's evaluation preprocessing record at ``image_size``), descriptor size."""
+    record = evaluation_preprocessing(net, image_size).as_dict()
+    return {"input": "float32 (B, 3, H, W), RGB, values in [0, 1] then normalised (x - mean) / std", **record,
+            "descriptor_dim": int(net.descriptor_dim),
             "output": "float32 (B, descriptor_dim), L2-normalised; cosine similarity = dot product"}
 
 
@@ -81,7 +86,7 @@ def export_onnx(net: nn.Module, path: str | Path, image_size: Sequence[int], dyn
     proto = program.model_proto
     for key, value in preprocessing(net, image_size).items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value) if not isinstance(value, str) else value
+        entry.key, entry.value = key, value if key in TEXT_FIELDS else json.dumps(value)
     onnx.save_model(proto, str(path))
     return path
 
@@ -132,7 +137,7 @@ def read_preprocessing(path: str | Path, format: Optional[str] = None) -> dict:
         import onnx
 
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        return {k: (v if k in ("input", "output") else json.loads(v)) for k, v in props.items()}
+        return {k: (v if k in TEXT_FIELDS else json.loads(v)) for k, v in props.items()}
     files = {PREPROCESSING_FILE: ""}
     if format == "torch_export":
         torch.export.load(str(path), extra_files=files)
@@ -223,15 +228,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--format", type=Literal[FORMATS], required=True, help="onnx, torch_export (.pt2) or torchscript")
     parser.add_argument("--output", type=str, required=True, help="file to write (.onnx, .pt2 or .pt)")
     parser.add_argument("--image_size", type=Optional[tuple[int, int]], default=None,
-                        help="input size (H, W); default: the model's")
+                        help="input size (H, W); default: the evaluation size the checkpoint records, else the model's")
     parser.add_argument("--dynamic_batch", type=bool, default=False, help="free batch axis (verified at 2 and 5)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest accepted descriptor difference")
     cfg = parser.parse_args(argv)
     checkpoints = checkpoints_of(cfg)
     if len(checkpoints) != 1:
         raise ConfigError(f"--checkpoint: export takes one checkpoint, got {len(checkpoints)}")
-    net, _, _ = load_for_evaluation(checkpoints[0], architecture_settings(cfg))
-    image_size = tuple(cfg.image_size or net.image_size)
+    net, _, _ = load_for_evaluation(checkpoints[0], architecture_settings(cfg), cfg.data.eval_image_size)
+    image_size = tuple(cfg.image_size or net.preprocessing.image_size)
     try:
         diff = export(net, cfg.output, cfg.format, image_size, cfg.dynamic_batch, cfg.tolerance)
     except ExportMismatchError as err:

@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from dataloaders.eval.folder import EXTENSIONS, list_images
 from dataloaders.image_list import ImageList
 from dataloaders.transforms import EvalTransform, normalize_batch
-from utils.errors import ConfigError, NotFoundError
+from dataloaders.preprocessing import Preprocessing
+from utils.errors import CheckpointError, ConfigError, NotFoundError
 from utils.recall import search_nearest
 
-from .descriptor_cache import cache_file, cache_key, load_cached, save_cached, weights_fingerprint
+from .descriptor_cache import cache_file, cache_key, load_cached, network_identity, save_cached
 from .loading import resolve_device
 
 PRECISIONS = {"32": None, "32-true": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -47,22 +48,55 @@ def image_paths(images: str | Path | Sequence[str | Path]) -> list[str]:
     return [str(p) for p in images]
 
 
+def evaluation_preprocessing(model, image_size: Optional[Sequence[int]] = None) -> Preprocessing:
+    """The preprocessing ``model`` is evaluated with: its record (``model.preprocessing``, which checkpoints
+    and releases carry), else its image size with ImageNet's mean/std; at ``image_size`` when given."""
+    record = getattr(model, "preprocessing", None)
+    if not isinstance(record, Preprocessing):
+        record = Preprocessing(tuple(model.image_size), *(tuple(getattr(model, a)) for a in ("mean", "std")
+                                                           if hasattr(model, a)))
+    return record.with_size(image_size)
+
+
+def check_descriptors(descriptors: np.ndarray, unreadable: np.ndarray, model, name: str,
+                      paths: Optional[Sequence[str]] = None, precision: str = "32") -> None:
+    """CheckpointError naming ``name`` when an image that was read got a non-finite descriptor: that is the
+    model's doing (NaN or inf weights, or a forward pass that overflowed), not an unreadable image."""
+    readable = np.ones(len(descriptors), dtype=bool)
+    readable[np.asarray(unreadable, dtype=np.int64)] = False
+    bad = np.flatnonzero(readable & ~np.isfinite(descriptors).all(axis=1))
+    if not len(bad):
+        return
+    example = f" (e.g. {paths[bad[0]]})" if paths is not None else ""
+    tensors = {k: t for k, t in model.state_dict().items() if t.is_floating_point()}
+    broken = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if broken:
+        cause = (f"its weights hold NaN or inf ({len(broken)} of {len(tensors)} tensors, e.g. {broken[0]}): a run "
+                 f"that diverged? Use an earlier checkpoint")
+    else:
+        cause = (f"its weights are finite, so the forward pass overflowed"
+                 + (f" at precision {precision}: use --precision 32" if precision not in ("32", "32-true") else ""))
+    raise CheckpointError(f"{name}: non-finite (NaN or inf) descriptors for {len(bad)} of {int(readable.sum())} "
+                          f"readable images{example}; {cause}")
+
+
 @torch.no_grad()
 def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]] = None, batch_size: int = 32,
                 device: Optional[str] = None, precision: str = "32", num_workers: int = 0,
                 skip_unreadable: bool = False, progress: bool = True, desc: str = "embedding",
-                channels_last: Optional[bool] = None) -> tuple[np.ndarray, np.ndarray]:
+                channels_last: Optional[bool] = None, name: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
     """(descriptors (N, D) float32, indices of the unreadable images) of the images at ``paths``.
 
-    Images are resized to ``image_size`` (default: the model's) and normalised as in evaluation.
-    Rows of unreadable images (only with ``skip_unreadable``; otherwise the first one stops the run
-    with its path) are NaN. ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
+    Images are resized to ``image_size`` (default: the model's evaluation size, ``evaluation_preprocessing``)
+    and normalised as in evaluation. Rows of unreadable images (only with ``skip_unreadable``; otherwise the
+    first one stops the run with its path) are NaN; a non-finite row of an image that was read is an error
+    naming the model (``name``, default its class). ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
     ``channels_last`` (None: on the CPU) runs the convolutions in the channels-last layout: on the CPU
     faster and with half the page faults at batch 32 (README, "Cost per model"); same descriptors to rounding.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-    image_size = tuple(image_size or model.image_size)
+    image_size = evaluation_preprocessing(model, image_size).image_size
     target = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(target).eval()
     channels_last = target.type == "cpu" if channels_last is None else channels_last
@@ -83,7 +117,9 @@ def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]]
         indices, readable = indices.numpy(), readable.numpy().astype(bool)
         out[indices[readable]] = descriptors[readable]
         unreadable.extend(indices[~readable].tolist())
-    return out, np.asarray(sorted(unreadable), dtype=np.int64)
+    unreadable = np.asarray(sorted(unreadable), dtype=np.int64)
+    check_descriptors(out, unreadable, model, name or f"the {type(model).__name__}", paths, precision)
+    return out, unreadable
 
 
 def model_input(images: torch.Tensor, model, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -119,23 +155,23 @@ def search(db_descriptors: np.ndarray, q_descriptors: np.ndarray, k: int = 10,
 
 
 def cached_embed_paths(model, paths: Sequence[str], cache_dir: Optional[str | Path], label: str,
-                       fingerprint: Optional[str] = None, image_size: Optional[Sequence[int]] = None,
+                       identity: Optional[str] = None, image_size: Optional[Sequence[int]] = None,
                        precision: str = "32", skip_unreadable: bool = False, **embed_kwargs
                        ) -> tuple[np.ndarray, np.ndarray, bool]:
     """``embed_paths`` through the descriptor cache (``models.descriptor_cache``): (descriptors,
-    unreadable indices, reused). A cached result with unreadable images is not reused unless
-    ``skip_unreadable``. ``cache_dir`` None: no cache."""
-    image_size = tuple(image_size or model.image_size)
+    unreadable indices, reused). The key holds ``identity`` (``network_identity(model)``, computed when
+    None), the preprocessing applied and the images; a cached file is checked before use. A cached result
+    with unreadable images is not reused unless ``skip_unreadable``. ``cache_dir`` None: no cache."""
+    preprocessing = evaluation_preprocessing(model, image_size)
+    embed = lambda: embed_paths(model, paths, preprocessing.image_size, precision=precision,
+                                skip_unreadable=skip_unreadable, desc=label, **embed_kwargs)
     if cache_dir is None:
-        descriptors, unreadable = embed_paths(model, paths, image_size, precision=precision,
-                                              skip_unreadable=skip_unreadable, desc=label, **embed_kwargs)
-        return descriptors, unreadable, False
-    key = cache_key(fingerprint or weights_fingerprint(model), paths, image_size, precision)
+        return (*embed(), False)
+    key = cache_key(identity or network_identity(model), paths, preprocessing.as_dict(), precision)
     path = cache_file(cache_dir, label, key)
-    cached = load_cached(path, key)
+    cached = load_cached(path, key, model.descriptor_dim)
     if cached is not None and (skip_unreadable or len(cached[1]) == 0):
         return cached[0], cached[1], True
-    descriptors, unreadable = embed_paths(model, paths, image_size, precision=precision,
-                                          skip_unreadable=skip_unreadable, desc=label, **embed_kwargs)
+    descriptors, unreadable = embed()
     save_cached(path, key, descriptors, unreadable, label)
     return descriptors, unreadable, False

@@ -12,13 +12,15 @@ naming the keys, and the architecture the weights do fit.
 """
 import io
 import pickle
+import sys
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
 
+from dataloaders.preprocessing import Preprocessing
 from utils.errors import CheckpointError, ConfigError, NotFoundError
 from utils.recipes import read_model_settings
 
@@ -30,12 +32,32 @@ from .network import ARCHITECTURE_ARGS, VPRNet, build_network
 TRAINING_ONLY = ("distill_loss_fn.",)
 
 
+class Checkpoint(NamedTuple):
+    """What a checkpoint file holds: weights, the settings it was trained with, its evaluation preprocessing."""
+
+    state_dict: dict
+    hyper_parameters: dict           # empty for a bare state_dict
+    preprocessing: Optional[Preprocessing]  # None: a file that records none (bare, or written before it did)
+
+
+# the key of the evaluation preprocessing record in our Lightning checkpoints (VPRModel.on_save_checkpoint)
+PREPROCESSING_KEY = "preprocessing"
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """(state_dict, hyper_parameters) of a Lightning ``.ckpt`` or a bare state_dict file.
+    """(state_dict, hyper_parameters) of a Lightning ``.ckpt`` or a bare state_dict file (``open_checkpoint``)."""
+    checkpoint = open_checkpoint(path)
+    return checkpoint.state_dict, checkpoint.hyper_parameters
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """The ``Checkpoint`` (state_dict, hyper_parameters, preprocessing) of a Lightning ``.ckpt`` or a bare
+    state_dict file.
 
     Nothing pickled is executed (``weights_only=True``); a file that needs it, a truncated file or one
     that is not a PyTorch checkpoint raises CheckpointError naming it. hyper_parameters is empty for a
     bare state_dict; LightningCLI's private entries (``_instantiator``, ``_class_path``) are left out.
+    A malformed preprocessing record raises CheckpointError.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,9 +79,14 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
                               f"being written, or another kind of file ({type(err).__name__}: {err})") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         hparams = {k: v for k, v in (obj.get("hyper_parameters") or {}).items() if not str(k).startswith("_")}
-        return obj["state_dict"], hparams
+        record = obj.get(PREPROCESSING_KEY)
+        try:
+            preprocessing = Preprocessing.from_dict(record) if record is not None else None
+        except ConfigError as err:
+            raise CheckpointError(f"{path}: its evaluation preprocessing record cannot be used: {err}") from None
+        return Checkpoint(obj["state_dict"], hparams, preprocessing)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, {}
+        return Checkpoint(obj, {}, None)
     raise CheckpointError(f"{path} is neither a Lightning checkpoint (a dict with 'state_dict') nor a state_dict "
                           f"of tensors (it holds {type(obj).__name__}"
                           + (f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else "") + ")")
@@ -136,7 +163,7 @@ def load_model(checkpoint: str | Path, config: Optional[str | Path] = None, devi
     backbone_config, layers_to_crop, agg_arch, agg_config, image_size). A bare state_dict (the authors'
     releases) needs one of them; without, the error names the configuration its keys fit.
     """
-    state_dict, hyper_parameters = read_checkpoint(checkpoint)
+    state_dict, hyper_parameters, preprocessing = open_checkpoint(checkpoint)
     arch = architecture_of(hyper_parameters, config, **overrides)
     if not hyper_parameters and not arch:
         raise CheckpointError(
@@ -149,7 +176,30 @@ def load_model(checkpoint: str | Path, config: Optional[str | Path] = None, devi
     except ConfigError as err:
         raise ConfigError(f"{err}\n{describe_architecture(infer_architecture(state_dict))}") from None
     load_weights(net, state_dict, source=str(checkpoint))
+    net.preprocessing = checkpoint_preprocessing(Checkpoint(state_dict, hyper_parameters, preprocessing), net,
+                                                 str(checkpoint), overrides.get("image_size"))
     return net.eval().to(resolve_device(device))
+
+
+def checkpoint_preprocessing(checkpoint: Checkpoint, net: VPRNet, source: str,
+                             image_size: Optional[Sequence[int]] = None) -> Preprocessing:
+    """The evaluation preprocessing of ``net`` loaded from ``checkpoint``: the record the checkpoint carries
+    (its validation size, e.g. SALAD's 322 x 322 after training at 224), at ``image_size`` when given
+    explicitly (a one-line note says it overrides another recorded size). A checkpoint of ours written
+    before checkpoints carried it falls back to the network's image size, with a one-line note; a bare
+    state_dict takes the network's (its settings')."""
+    size = tuple(int(s) for s in image_size) if image_size is not None else None
+    recorded = checkpoint.preprocessing
+    if recorded is not None:
+        if size is not None and size != recorded.image_size:
+            print(f"note: {source}: evaluated at {size[0]} x {size[1]} as asked, not at the {recorded.image_size[0]} "
+                  f"x {recorded.image_size[1]} its preprocessing records", file=sys.stderr)
+        return recorded.with_size(size)
+    if checkpoint.hyper_parameters and size is None:
+        print(f"note: {source} records no evaluation preprocessing (written before checkpoints carried it): "
+              f"evaluated at the model's image size {net.image_size[0]} x {net.image_size[1]}; if it was "
+              f"validated at another, give it (eval.py, retrieve.py: --data.eval_image_size)", file=sys.stderr)
+    return net.preprocessing.with_size(size)
 
 
 def resolve_device(device: Optional[str]) -> torch.device:

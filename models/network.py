@@ -2,13 +2,15 @@
 
 This is what released weights load into and what torch.hub, export and inference use; ``VPRModel`` (the
 LightningModule) wraps one and adds the training recipe. Its state_dict holds ``backbone.*`` and
-``aggregator.*`` and nothing else, the layout of the authors' MixVPR releases. It carries its
-preprocessing (``image_size``, ``mean``, ``std``) as plain attributes, outside the state_dict.
+``aggregator.*`` and nothing else, the layout of the authors' MixVPR releases. It carries, outside the
+state_dict, the size it was built for (``image_size``) and its evaluation preprocessing
+(``preprocessing``: test image size, resize policy, mean/std), which checkpoints and releases record.
 """
 from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
+from dataloaders.preprocessing import Preprocessing
 from dataloaders.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from utils.errors import ConfigError
 
@@ -25,16 +27,29 @@ class VPRNet(nn.Module):
     backbone: a feature extractor exposing ``out_channels`` and ``stride``.
     aggregator: maps the backbone's output to a descriptor and exposes ``out_dim``.
     image_size: (height, width) the network was built for (MixVPR's layers depend on it).
+    preprocessing: how evaluation feeds it (``dataloaders.preprocessing.Preprocessing``); default: images of
+        ``image_size`` normalised with ``mean``/``std``. A checkpoint or release may record another test size
+        (SALAD: trained at 224, evaluated at 322).
     """
 
     def __init__(self, backbone: nn.Module, aggregator: nn.Module, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 preprocessing: Optional[Preprocessing] = None):
         super().__init__()
         self.backbone = backbone
         self.aggregator = aggregator
         self.image_size = tuple(int(s) for s in image_size)
-        self.mean = tuple(mean)
-        self.std = tuple(std)
+        self.preprocessing = preprocessing or Preprocessing(self.image_size, tuple(mean), tuple(std))
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        """RGB mean of the normalisation (the preprocessing's)."""
+        return self.preprocessing.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        """RGB standard deviation of the normalisation (the preprocessing's)."""
+        return self.preprocessing.std
 
     @property
     def descriptor_dim(self) -> int:

@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from dataloaders.preprocessing import Preprocessing
 from utils.errors import ConfigError, NotFoundError
 
 from .loading import load_weights
@@ -40,6 +41,14 @@ class Release:
     url: str
     page: str
     reference: str = ""
+    # the evaluation preprocessing its authors publish; None: the network's image_size (each release's is its
+    # published test size) with ImageNet mean/std, resized to exactly that size (``eval_preprocessing``)
+    preprocessing: Optional[Preprocessing] = None
+
+    @property
+    def eval_preprocessing(self) -> Preprocessing:
+        """The preprocessing this release is evaluated with (what ``load_release`` gives its network)."""
+        return self.preprocessing or Preprocessing(tuple(self.architecture["image_size"]))
 
 
 def _drive_release(architecture: dict, file_name: str, file_id: str, reference: str) -> Release:
@@ -140,10 +149,12 @@ def release_file(name: str) -> Path:
 
 
 def release_network(name: str) -> VPRNet:
-    """The network of release ``name``, random weights."""
+    """The network of release ``name``, random weights, with the release's evaluation preprocessing."""
     if name not in RELEASES:
         raise ConfigError(f"unknown release {name!r}; choose one of {sorted(RELEASES)}")
-    return build_network(**RELEASES[name].architecture)
+    net = build_network(**RELEASES[name].architecture)
+    net.preprocessing = RELEASES[name].eval_preprocessing
+    return net
 
 
 def load_release(name: str, pretrained: bool = True) -> VPRNet:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dataloaders.preprocessing import Preprocessing
 from dataloaders.transforms import prepare_images
 from utils.distributed import all_gather_with_grad, gather_by_index, world_size
 from utils.errors import ConfigError
@@ -19,8 +20,10 @@ from .aggregators import AGGREGATOR_NAMES
 from .backbones import BACKBONE_NAMES
 from .backbones.checkpointing import enable_activation_checkpointing
 from .distillation import DistillationConfig, Teacher, build_distill_loss
-from .evaluation import benchmark_title, evaluation_recalls, markdown_table
-from .loading import load_weights
+from .evaluation import benchmark_title, evaluation_recalls, markdown_table, protocol_lines
+from .helper import feature_map_shape
+from .inference import check_descriptors
+from .loading import PREPROCESSING_KEY, load_weights
 from .network import build_network
 
 # the model prepares its batches on purpose (VPRDataModule defines no transfer hook): not worth a warning
@@ -210,6 +213,8 @@ class VPRModel(L.LightningModule):
         """Before the first step: the initial weights (``init_from`` or the backbone's pretrained ones; not
         when resuming, which restores trained ones) and, for training, the distillation teacher."""
         resuming = self.trainer.ckpt_path is not None
+        self.net.preprocessing = self.eval_preprocessing()
+        self.check_eval_image_size()
         if self.hparams.init_from and not resuming:
             load_weights(self, self.hparams.init_from)
         elif self.hparams.pretrained and not resuming and stage == "fit":
@@ -227,8 +232,45 @@ class VPRModel(L.LightningModule):
         cfg = self.distillation
         self.distill_loss_fn = build_distill_loss(cfg.loss, self.descriptor_dim, teacher_dim, **(cfg.loss_config or {}))
 
+    def eval_preprocessing(self):
+        """The evaluation preprocessing of this model: the network's, at the datamodule's eval_image_size
+        when a trainer with a datamodule is attached (what validation feeds it)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return self.net.preprocessing.with_size(getattr(datamodule, "eval_image_size", None))
+
+    @torch.no_grad()
+    def check_eval_image_size(self) -> None:
+        """ConfigError, before any training step, when the evaluation images (data.eval_image_size) do not fit
+        the network: one forward pass of a zero image at that size in eval mode (nothing learnt changes)."""
+        size = tuple(self.net.preprocessing.image_size)
+        if size == tuple(self.image_size):
+            return  # the size the network was built and checked for
+        was_training = self.net.training
+        self.net.eval()
+        param = next(self.net.parameters())
+        try:
+            feature_map_shape(self.net.backbone, size)
+            self.net(torch.zeros(1, 3, *size, dtype=param.dtype, device=param.device))
+        except (ValueError, RuntimeError, AssertionError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(
+                f"--data.eval_image_size {list(size)} does not fit the model built for {list(self.image_size)} "
+                f"({self.hparams.backbone_arch} + {self.hparams.agg_arch}): {first}. Validation would fail after "
+                f"the first epoch: leave eval_image_size unset (the training size) or give one the aggregator "
+                f"takes") from None
+        finally:
+            self.net.train(was_training)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Every checkpoint records the evaluation preprocessing (size, resize policy, mean/std) that validation
+        used, so eval.py, retrieve.py, export and load_model evaluate it as it was validated."""
+        checkpoint[PREPROCESSING_KEY] = self.eval_preprocessing().as_dict()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A distilled checkpoint's loss module (e.g. the projection head) is rebuilt before its weights load."""
+        """The checkpoint's evaluation preprocessing becomes the network's; a distilled checkpoint's loss
+        module (e.g. the projection head) is rebuilt before its weights load."""
+        if checkpoint.get(PREPROCESSING_KEY) is not None:
+            self.net.preprocessing = Preprocessing.from_dict(checkpoint[PREPROCESSING_KEY])
         if self.distillation is not None and self.distill_loss_fn is None:
             projection = checkpoint["state_dict"].get("distill_loss_fn.proj.weight")
             self._build_distill_loss(projection.shape[0] if projection is not None else 0)
@@ -316,9 +358,11 @@ class VPRModel(L.LightningModule):
     def _eval_step(self, batch, dataloader_idx: int) -> None:
         images, indices = batch[0], batch[1]
         descriptors = self(images).float().detach()
-        if len(batch) > 2:  # unreadable images (data.skip_unreadable) leave the evaluation: NaN rows
-            descriptors[~batch[2].to(descriptors.device).bool()] = float("nan")
-        self._eval_outputs.setdefault(dataloader_idx, []).append((indices, descriptors))
+        # whether each image was read (data.skip_unreadable gives unreadable ones a stand-in), kept by index:
+        # unreadable images are known, not guessed from NaN rows (a NaN of the model is an error)
+        readable = (batch[2].to(descriptors.device).bool() if len(batch) > 2
+                    else torch.ones(len(descriptors), dtype=torch.bool, device=descriptors.device))
+        self._eval_outputs.setdefault(dataloader_idx, []).append((indices, descriptors, readable))
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         """Embed a batch of an evaluation set and keep the descriptors by dataset index."""
@@ -345,15 +389,25 @@ class VPRModel(L.LightningModule):
             return
         if not isinstance(dataloaders, (list, tuple)):
             dataloaders = [dataloaders]
-        tested = {}
+        tested, protocols = {}, {}
         for i, loader in enumerate(dataloaders):
             dataset = loader.dataset
             parts = outputs.get(i, [])
             indices = torch.cat([o[0] for o in parts]) if parts else torch.zeros(0, dtype=torch.long)
             local = (torch.cat([o[1] for o in parts]) if parts
                      else torch.zeros(0, self.descriptor_dim, device=self.device))
+            # uint8, not bool: what every collective backend gathers
+            read = (torch.cat([o[2] for o in parts]).to(torch.uint8) if parts
+                    else torch.zeros(0, dtype=torch.uint8, device=self.device))
             descriptors = gather_by_index(indices.to(self.device), local, len(dataset)).cpu().numpy()
-            recalls = self.evaluate_descriptors(descriptors, dataset)
+            unreadable = np.flatnonzero(gather_by_index(indices.to(self.device), read, len(dataset)).cpu().numpy() == 0)
+            descriptors[unreadable] = np.nan  # stand-in images: their rows mean nothing
+            ckpt_path = self.trainer.ckpt_path
+            model = (f"the checkpoint {ckpt_path}" if ckpt_path and self.trainer.state.fn != "fit"
+                     else f"the model being trained (epoch {self.current_epoch + 1})")
+            check_descriptors(descriptors, unreadable, self.net, f"{dataset.name}: {model}", dataset.images,
+                              str(self.trainer.precision))
+            recalls = self.evaluate_descriptors(descriptors, dataset, unreadable)
             name = dataset.name
             if before_training:
                 self.print("\n" + format_recall_table(recalls, f"{name} before training") + "\n")
@@ -368,21 +422,27 @@ class VPRModel(L.LightningModule):
             title = f"{name} after epoch {self.current_epoch + 1}" if self.trainer.state.fn == "fit" else name
             self.print("\n" + format_recall_table(recalls, title) + "\n")
             tested[name] = recalls
+            protocols[name] = dataset.without(unreadable).protocol if len(unreadable) else dataset.protocol
         if self.trainer.state.fn == "test" and tested:
-            self._report_test(tested)
+            self._report_test(tested, protocols)
 
-    def _report_test(self, recalls: dict[str, dict[int, float]]) -> None:
-        """The paper-style table of a test run (R@1/5/10 per test set), printed and written to its folder."""
+    def _report_test(self, recalls: dict[str, dict[int, float]], protocols: dict[str, dict]) -> None:
+        """The paper-style table of a test run (R@1/5/10 per test set) with each set's protocol (positives,
+        counts: ``EvalDataset.protocol`` of what was evaluated), printed and written to its folder."""
         results = {"this model": {"descriptor_dim": self.descriptor_dim, "benchmarks": {
             name: {"recall": {str(k): v for k, v in r.items()}} for name, r in recalls.items()}}}
         datamodule = getattr(self.trainer, "datamodule", None)
         synthetic = bool(getattr(datamodule, "hparams", {}).get("synthetic", False))
-        table = markdown_table(results, list(recalls), titles={n: benchmark_title(n, synthetic) for n in recalls})
+        titles = {n: benchmark_title(n, synthetic) for n in recalls}
+        size = self.net.preprocessing.image_size
+        table = "\n".join([markdown_table(results, list(recalls), titles=titles), "",
+                           f"Recall@K (%), exact nearest neighbours. Image size (H x W): {size[0]}x{size[1]}.",
+                           *protocol_lines(protocols, titles)])
         self.print("\n" + table + "\n")
         if self.trainer.is_global_zero and self.trainer.log_dir:
             atomic_write_text(Path(self.trainer.log_dir) / "recalls.md", table + "\n")
 
-    def evaluate_descriptors(self, descriptors: np.ndarray, dataset) -> dict[int, float]:
-        """Recall@K of an evaluation set (database first, then queries) from its descriptors; NaN rows are
-        unreadable images, left out as eval.py leaves them out (``models.evaluation.evaluation_recalls``)."""
-        return evaluation_recalls(descriptors, dataset, self.hparams.recall_k, self.hparams.faiss_gpu)[0]
+    def evaluate_descriptors(self, descriptors: np.ndarray, dataset, unreadable=()) -> dict[int, float]:
+        """Recall@K of an evaluation set (database first, then queries) from its descriptors; the images at
+        ``unreadable`` are left out as eval.py leaves them out (``models.evaluation.evaluation_recalls``)."""
+        return evaluation_recalls(descriptors, dataset, self.hparams.recall_k, self.hparams.faiss_gpu, unreadable)[0]

@@ -13,6 +13,7 @@ from PIL import Image
 import eval as eval_cli
 from dataloaders.eval import EvalDataset, build_eval_set
 from dataloaders.eval.pittsburgh import read_db_struct
+from dataloaders.preprocessing import Preprocessing
 from main import main as train_main
 from models import VPRModel, VPRNet, build_network, load_weights, read_checkpoint
 from models.descriptor_cache import cache_key
@@ -190,17 +191,19 @@ def test_cached_descriptors_are_reused_and_invalidated_by_size_or_weights(gem_we
         Path(image).write_bytes(original)
 
 
-def test_cache_key_depends_on_weights_images_size_and_precision(tmp_path):
+def test_cache_key_depends_on_network_images_preprocessing_and_precision(tmp_path):
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     a.write_bytes(b"a"), b.write_bytes(b"bb")
     paths = [str(a), str(b)]
-    base = cache_key("w", paths, (32, 32), "32")
-    assert cache_key("w", paths, (32, 32), "32-true") == base
-    for other in (cache_key("v", paths, (32, 32), "32"), cache_key("w", paths[::-1], (32, 32), "32"),
-                  cache_key("w", paths, (48, 32), "32"), cache_key("w", paths, (32, 32), "16-mixed")):
+    at = lambda *size: Preprocessing(size).as_dict()
+    base = cache_key("w", paths, at(32, 32), "32")
+    assert cache_key("w", paths, at(32, 32), "32-true") == base
+    for other in (cache_key("v", paths, at(32, 32), "32"), cache_key("w", paths[::-1], at(32, 32), "32"),
+                  cache_key("w", paths, at(48, 32), "32"), cache_key("w", paths, at(32, 32), "16-mixed"),
+                  cache_key("w", paths, Preprocessing((32, 32), mean=(0.5, 0.5, 0.5)).as_dict(), "32")):
         assert other != base
     b.write_bytes(b"cc!")  # same path, other content
-    assert cache_key("w", paths, (32, 32), "32") != base
+    assert cache_key("w", paths, at(32, 32), "32") != base
 
 
 def test_retrieval_pictures_frame_known_positives_green(trained, synthetic, tmp_path):

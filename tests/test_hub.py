@@ -59,6 +59,8 @@ def test_hub_entry_builds_the_release_network(entry, backbone, dim):
         net = hub_load(entry, backbone=backbone, pretrained=False, **dimension(dim))
     assert shapes_of(net.state_dict()) == layout
     assert (net.descriptor_dim, net.image_size, net.training) == (descriptor_dim, image_size, False)
+    # the release's evaluation preprocessing: its published test size, ImageNet mean/std
+    assert (net.preprocessing.image_size, net.mean, net.std) == (image_size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def test_hub_entry_names_the_releases_of_its_family():
