@@ -65,6 +65,14 @@ def _plain(value, depth: int = 0):
         return f"{_qualname(type(value))}.{value.name}"
     if isinstance(value, (torch.dtype, torch.device, torch.memory_format, torch.Size)):
         return str(value)
+    if isinstance(value, np.generic):
+        return _plain(value.item(), depth + 1)
+    if isinstance(value, np.ndarray) and value.dtype.hasobject:
+        return _plain(value.tolist(), depth + 1)
+    if isinstance(value, (torch.Tensor, np.ndarray)):  # held in a container: by its values
+        array = (value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                 if isinstance(value, torch.Tensor) else np.ascontiguousarray(value).reshape(-1).view(np.uint8))
+        return {"array": str(value.dtype), "shape": list(value.shape), "sha256": hashlib.sha256(array).hexdigest()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, depth + 1) for v in value]
     if isinstance(value, (set, frozenset)):

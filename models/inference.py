@@ -51,7 +51,7 @@ def image_paths(images: str | Path | Sequence[str | Path]) -> list[str]:
 def evaluation_preprocessing(model, image_size: Optional[Sequence[int]] = None) -> Preprocessing:
     """The preprocessing ``model`` is evaluated with: its record (``model.preprocessing``, which checkpoints
     and releases carry), else its image size with ImageNet's mean/std; at ``image_size`` when given."""
-    record = getattr(model, "preprocessing", None)
+    record = getattr(model, "preprocessing", None) or getattr(getattr(model, "net", None), "preprocessing", None)
     if not isinstance(record, Preprocessing):
         record = Preprocessing(tuple(model.image_size), *(tuple(getattr(model, a)) for a in ("mean", "std")
                                                            if hasattr(model, a)))
@@ -167,7 +167,9 @@ def cached_embed_paths(model, paths: Sequence[str], cache_dir: Optional[str | Pa
                                 skip_unreadable=skip_unreadable, desc=label, **embed_kwargs)
     if cache_dir is None:
         return (*embed(), False)
-    key = cache_key(identity or network_identity(model), paths, preprocessing.as_dict(), precision)
+    # a LightningModule (VPRModel) is identified by the network it wraps, not by its training machinery
+    network = model.net if isinstance(getattr(model, "net", None), torch.nn.Module) else model
+    key = cache_key(identity or network_identity(network), paths, preprocessing.as_dict(), precision)
     path = cache_file(cache_dir, label, key)
     cached = load_cached(path, key, model.descriptor_dim)
     if cached is not None and (skip_unreadable or len(cached[1]) == 0):

@@ -349,6 +349,8 @@ def test_every_loader_reads_the_recorded_preprocessing(validated_at_48, syntheti
     net = load_model(ckpt)
     assert (net.image_size, net.preprocessing.image_size) == ((32, 32), (48, 48))
     assert VPRModel.load_from_checkpoint(ckpt).net.preprocessing.image_size == (48, 48)
+    from models.distillation import Teacher
+    assert Teacher.from_checkpoint(ckpt).image_size == (48, 48)  # a distillation teacher is fed what it validated on
     export_main(["--checkpoint", str(ckpt), "--format", "torchscript", "--output", str(tmp_path / "m.pt")])
     assert read_preprocessing(tmp_path / "m.pt")["image_size"] == [48, 48]
     images = synthetic["pitts"] / "000"
