@@ -160,13 +160,19 @@ def array_sha256(array: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
 
 
-def row_norms_are_one(descriptors: np.ndarray, rows: np.ndarray) -> bool:
-    """Whether the given rows have L2 norm 1 (within ``NORM_TOLERANCE``); chunked, memory-bounded."""
-    for start in range(0, len(rows), 65536):
-        chunk = descriptors[rows[start:start + 65536]].astype(np.float64)
-        if not np.all(np.abs(np.sqrt(np.einsum("ij,ij->i", chunk, chunk)) - 1) <= NORM_TOLERANCE):
-            return False
-    return True
+def row_norms(descriptors: np.ndarray) -> np.ndarray:
+    """(N,) L2 norm of each row, block by block (memory-bounded); a row with a NaN or inf has a non-finite norm."""
+    out = np.empty(len(descriptors), dtype=np.float64)
+    for start in range(0, len(descriptors), 8192):
+        block = descriptors[start:start + 8192]
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[start:start + 8192] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return out
+
+
+def norms_are_one(norms: np.ndarray) -> bool:
+    """Whether every norm is 1 within ``NORM_TOLERANCE`` (float16 autocast included)."""
+    return bool(np.all(np.abs(norms - 1) <= NORM_TOLERANCE))
 
 
 def note(message: str) -> None:
@@ -189,13 +195,14 @@ def _problem(meta, descriptors, key: dict, dim: int) -> Optional[str]:
     unreadable = meta.get("unreadable")
     if not isinstance(unreadable, list) or not all(isinstance(i, int) and 0 <= i < shape[0] for i in unreadable):
         return "its record of unreadable images is malformed"
-    finite = np.isfinite(descriptors).all(axis=1)
+    norms = row_norms(descriptors)
+    finite = np.isfinite(norms)
     expected = np.ones(shape[0], dtype=bool)
     expected[unreadable] = False
     if not np.array_equal(finite, expected):
         return (f"{int((finite != expected).sum())} row(s) are non-finite where images were readable, or finite "
                 f"where they were not")
-    if meta.get("normalized") and not row_norms_are_one(descriptors, np.flatnonzero(finite)):
+    if meta.get("normalized") and not norms_are_one(norms[finite]):
         return "rows of a model that L2-normalises do not have norm 1"
     return None
 
@@ -225,10 +232,11 @@ def save_cached(path: Path, key: dict, descriptors: np.ndarray, unreadable: np.n
     complete): key, shape, dtype, sha256, unreadable images, whether the readable rows are L2-normalised.
     A cache that cannot be written (read-only, full) is a note, not a failure; returns whether it was saved."""
     descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
-    readable = np.setdiff1d(np.arange(len(descriptors)), unreadable)
+    readable = np.ones(len(descriptors), dtype=bool)
+    readable[np.asarray(unreadable, dtype=np.int64)] = False
     meta = {"label": label, "key": key, "shape": list(descriptors.shape), "dtype": "float32",
             "sha256": array_sha256(descriptors), "unreadable": [int(i) for i in unreadable],
-            "normalized": bool(len(readable)) and row_norms_are_one(descriptors, readable)}
+            "normalized": bool(readable.any()) and norms_are_one(row_norms(descriptors)[readable])}
     try:
         with atomic_path(path) as tmp:
             np.save(tmp, descriptors)
