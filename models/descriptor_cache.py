@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from utils.files import atomic_path, atomic_write_text
+from utils.files import remove_orphan_temporaries
 
 # bump when embedding changes in a way that changes descriptors: older cache files are not reused
 EMBEDDING_VERSION = 3
@@ -82,6 +83,7 @@ def load_cached(path: Path, key: dict) -> Optional[tuple[np.ndarray, np.ndarray]
 
 def save_cached(path: Path, key: dict, descriptors: np.ndarray, unreadable: np.ndarray, label: str) -> None:
     """Write ``descriptors`` then the key beside them (``.json``, written last: it marks the pair complete)."""
+    remove_orphan_temporaries(path.parent)  # what writers of this host that were killed left in the cache
     with atomic_path(path) as tmp:
         np.save(tmp, descriptors)
     meta = {"label": label, "key": key, "unreadable": [int(i) for i in unreadable]}
