@@ -1,4 +1,5 @@
-"""Run folders that no command overwrites, and a last.ckpt that is always the latest epoch.
+"""Run folders that no command overwrites, and a last.ckpt that is always the latest state: the end of the
+latest epoch, or the step where a preempted run stopped (``utils.preemption``).
 
 Each run (fit, validate, test, resumed or not) logs into a new ``<logs_dir>/<name>/version_<n>/``:
 CSV and TensorBoard logs, config.yaml, checkpoints/. The number is reserved by creating the folder
