@@ -170,7 +170,7 @@ def test_two_processes_stop_at_the_same_step_when_one_is_signalled(synthetic, tm
     proc = start(args)
     stderr = finish(proc)
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    checkpoint, resume = resume_from(preempted_line(stderr))
+    checkpoint, _ = resume_from(preempted_line(stderr))
     ranks = [read_steps(f"{log}.rank{r}") for r in (0, 1)]
     assert [len(steps) for steps in ranks] == [2, 2] and saved_step(checkpoint) == 2
     # the two ranks' places of each step are the single-process step's
