@@ -9,6 +9,9 @@ validate (the validation sets) and test (the recipe's test sets, ``data.test_set
 Every run writes into a new folder ``<logs_dir>/<name>/version_<n>/`` (CSV and TensorBoard logs,
 config.yaml, checkpoints/): no command deletes or rewrites what an earlier run wrote. A resumed run
 (``--ckpt_path``) is a new version too; its config.yaml records the checkpoint it resumed from.
+A run that the cluster stops (SIGTERM; SIGUSR1 too, unless Lightning's SLURM auto-requeue takes it) finishes
+its optimizer step, saves ``checkpoints/last.ckpt``, prints the command that resumes it and exits with 128 +
+the signal's number (143, 138): ``utils/preemption.py``.
 
 ``from main import VPRModel, load_weights, load_model`` gives the model class and the loaders.
 """
@@ -28,6 +31,7 @@ from utils.cli import run_command
 from utils.errors import CheckpointError, ConfigError
 from dataloaders.unreadable import SkippedImages
 from utils.divergence import StopOnNonFiniteLoss
+from utils.preemption import Preemption, without_ckpt_path
 from utils.recipes import BASE_RECIPE, CONFIG_DIR
 from utils.run_folder import RunFolder, last_checkpoint
 from utils.seeding import StepSeeds
@@ -40,7 +44,8 @@ SUBCOMMANDS = ("fit", "validate", "test")
 
 class VPRCLI(LightningCLI):
     """LightningCLI with: the base recipe under every config, the image size shared by data and model,
-    best-R@1 and last checkpoints, a new run folder per command, and checks of ``--ckpt_path``."""
+    best-R@1 and last checkpoints, a new run folder per command, checks of ``--ckpt_path``, and a checkpoint
+    with a non-zero exit status when the cluster stops the run (SIGTERM, SIGUSR1: ``utils.preemption``)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--name", type=Optional[str], default=None,
@@ -103,8 +108,11 @@ class VPRCLI(LightningCLI):
         folder = RunFolder.reserve(loggers) if isinstance(loggers, list) else None
         callbacks = trainer.get("callbacks") or []
         callbacks = [callbacks] if not isinstance(callbacks, list) else callbacks
-        kwargs["callbacks"] = [RunFolder(folder), last_checkpoint(), StopOnNonFiniteLoss(), StepSeeds(), SkippedImages(),
-                               *callbacks]
+        last = last_checkpoint()
+        # a preempted run saves once every other callback is done with the step
+        command = ["python", "main.py", *without_ckpt_path(self._args)]
+        kwargs["callbacks"] = [RunFolder(folder), last, StopOnNonFiniteLoss(), StepSeeds(), SkippedImages(), *callbacks,
+                               Preemption(last, command)]
         return super().instantiate_trainer(**kwargs)
 
     def parse_arguments(self, parser, args) -> None:
@@ -112,6 +120,8 @@ class VPRCLI(LightningCLI):
         self._given = [a.split("=", 1)[0][2:] for a in (args or [])
                        if isinstance(a, str) and a.startswith(("--model.", "--data.image_size", "--data.eval_image_size"))]
         self._verbose_given = any(isinstance(a, str) and a.split("=", 1)[0] == "--verbose" for a in (args or []))
+        # this command line: a preempted run prints it to resume
+        self._args = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
         super().parse_arguments(parser, args)
 
 

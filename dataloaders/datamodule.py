@@ -249,7 +249,8 @@ class VPRDataModule(L.LightningDataModule):
     def _eval_loaders(self, datasets) -> list[DataLoader]:
         workers = self.num_workers()
         return [DataLoader(ds, batch_size=self.hparams.eval_batch_size, shuffle=False, num_workers=workers,
-                           pin_memory=torch.cuda.is_available(), collate_fn=self._collate(self.eval_image_size, 0))
+                           pin_memory=torch.cuda.is_available(), worker_init_fn=init_worker,
+                           collate_fn=self._collate(self.eval_image_size, 0))
                 for ds in datasets]
 
     def val_dataloader(self) -> list[DataLoader]:

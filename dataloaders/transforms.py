@@ -12,6 +12,7 @@ Both give the pixels of the original float pipeline (``train_transform``/``eval_
 torchvision's RandAugment on PIL images, ToTensor, Normalize): resizing is the same antialiased
 bilinear filter to the last bit, RandAugment the same operations and magnitudes (``rand_augment.py``).
 """
+import signal
 from typing import Optional, Sequence
 
 import cv2
@@ -56,12 +57,21 @@ def eval_transform(image_size: Sequence[int]) -> T.Compose:
 
 
 # ------------------------------------------------------------------------------- uint8, in the workers
+# signals that stop a run: the main process ends it at a step boundary (utils.preemption)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 def init_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenCV thread per worker, as torch has, so N workers use N cores;
     numpy's generator seeded from the worker's torch seed (torch seeds only itself and Python's random, so
-    every worker would otherwise draw numpy's same numbers)."""
+    every worker would otherwise draw numpy's same numbers). SIGTERM and SIGUSR1 are ignored: when a cluster
+    signals the whole process group, the main process finishes the step and saves a checkpoint, whereas a
+    worker that died of the signal would make torch raise in the middle of the step. (Workers still end with
+    the main process: torch stops them, or they notice that it is gone.)"""
     cv2.setNumThreads(1)
     np.random.seed(torch.initial_seed() % 2**32)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def resize_uint8(images: Tensor, image_size: Sequence[int]) -> Tensor:

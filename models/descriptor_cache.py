@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from utils.files import atomic_path, atomic_write_text
+from utils.files import atomic_path, atomic_write_text, remove_orphan_temporaries
 
 # bump when embedding changes in a way that changes descriptors: older cache files are not reused
 EMBEDDING_VERSION = 4
@@ -231,6 +231,7 @@ def save_cached(path: Path, key: dict, descriptors: np.ndarray, unreadable: np.n
     """Write ``descriptors`` then their record beside them (``.json``, written last: it marks the pair
     complete): key, shape, dtype, sha256, unreadable images, whether the readable rows are L2-normalised.
     A cache that cannot be written (read-only, full) is a note, not a failure; returns whether it was saved."""
+    remove_orphan_temporaries(path.parent)  # what writers of this host that were killed left in the cache
     descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
     readable = np.ones(len(descriptors), dtype=bool)
     readable[np.asarray(unreadable, dtype=np.int64)] = False

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from utils.cli import run_command
 from utils.errors import ConfigError
-from utils.files import atomic_path
+from utils.files import atomic_path, remove_orphan_temporaries
 
 from .commands import architecture_settings, checkpoints_of, recipe_parser
 from .evaluation import load_for_evaluation
@@ -211,6 +211,7 @@ def export(net: nn.Module, output: str | Path, format: str, image_size: Sequence
         except ValueError as err:  # e.g. MixVPR built for another feature-map size
             raise ConfigError(str(err)) from None
     batch_sizes = (2, 5) if dynamic_batch or format == "torchscript" else (2,)
+    remove_orphan_temporaries(output.parent)  # what killed exports of this host left there
     with atomic_path(output) as tmp:
         if format == "onnx":
             export_onnx(net, tmp, image_size, dynamic_batch)

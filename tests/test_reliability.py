@@ -24,6 +24,7 @@ from models import read_checkpoint
 from tiny_cli import tiny_cli_args
 from utils.divergence import TrainingDiverged
 from utils.errors import CheckpointError, ConfigError, DataError, NotFoundError
+from utils.files import host_id
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = '[{"class_path": "tiny_cli.Losses"}]'
@@ -98,9 +99,9 @@ def test_killed_checkpoint_writer_leaves_debris_that_a_resume_removes(synthetic,
     debris = Path(writer.stdout.readline().strip())
     writer.kill()
     writer.wait()
-    live = checkpoints / f".epoch00.ckpt.{os.getpid()}.abcd1234.tmp"
+    live = checkpoints / f".epoch00.ckpt.{host_id()}.{os.getpid()}.abcd1234.tmp"
     live.write_bytes(b"being written")
-    assert debris.is_file() and debris.name.startswith(f".last.ckpt.{writer.pid}.")
+    assert debris.is_file() and debris.name.startswith(f".last.ckpt.{host_id()}.{writer.pid}.")
     assert (checkpoints / "last.ckpt").read_bytes() == before  # the kill left the good file alone
 
     resumed = main(tiny_cli_args(synthetic, tmp_path, epochs=2) + QUICK + ["--ckpt_path", str(checkpoints / "last.ckpt")])

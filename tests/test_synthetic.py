@@ -5,7 +5,6 @@ import math
 import multiprocessing as mp
 import os
 import re
-import socket
 import string
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from dataloaders.synthetic import (GENERATOR_VERSION, MSLS_CITIES, PITTSBURGH_SP
                                    generate_synthetic, make_msls, make_pittsburgh, set_folder, synthetic_roots)
 from dataloaders.synthetic import generate as generation
 from dataloaders.synthetic.__main__ import main
+from utils.files import host_id
 
 DB_STRUCT_FIELDS = ("whichSet", "dbImageFns", "utmDb", "qImageFns", "utmQ", "numImages", "numQueries",
                     "posDistThr", "posDistSqThr", "nonTrivPosDistSqThr")
@@ -267,7 +267,7 @@ def test_concurrent_generators_of_one_set_both_succeed_with_the_single_generatio
 
 
 def test_stale_temporary_folder_of_a_dead_generator_is_removed_and_no_other(tmp_path, micro_scale):
-    name, host = set_folder(tmp_path, micro_scale).name, socket.gethostname()
+    name, host = set_folder(tmp_path, micro_scale).name, host_id()
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(finished.stdout)
     stale = tmp_path / f".{name}.{host}.{dead}.0badc0de.tmp"

@@ -1,5 +1,8 @@
 """Command-line arguments that train a tiny model on the tiny synthetic data in seconds (shared by tests)."""
 import json
+import os
+import signal as signal_module
+import time
 from pathlib import Path
 
 from lightning.pytorch import Callback
@@ -100,3 +103,62 @@ class PoisonWeights(Callback):
         if trainer.global_step == self.step:
             for p in pl_module.parameters():
                 p.data.fill_(float("nan"))
+
+
+class StepLog(Callback):
+    """Appends one JSON line per training step to ``path`` (``<path>.rank<r>`` under DDP): epoch, batch index,
+    optimizer steps done, loss and the step's place labels; ``delay`` seconds of sleep per step slow a run
+    down so that a signal sent from outside lands in the middle of an epoch."""
+
+    def __init__(self, path: str, delay: float = 0.0):
+        self.path, self.delay = path, delay
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        path = self.path if trainer.world_size == 1 else f"{self.path}.rank{trainer.global_rank}"
+        step = {"epoch": trainer.current_epoch, "batch": batch_idx, "step": trainer.global_step,
+                "loss": float(loss), "places": batch[1][:, 0].tolist()}
+        with open(path, "a") as f:
+            f.write(json.dumps(step) + "\n")
+
+
+def read_steps(path: Path) -> list[dict]:
+    """The steps a ``StepLog`` wrote to ``path``."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines()] if Path(path).is_file() else []
+
+
+class SignalAt(Callback):
+    """Sends ``signal`` (a name: SIGTERM, SIGUSR1) to its own process once ``step`` optimizer steps are done:
+    during the next training step (``phase='train'``), during the validation that follows them
+    (``phase='validation'``) or when training starts (``phase='start'``: before callbacks listed after this
+    one start); under DDP only from process ``rank``. The process must handle the signal (a
+    test run in the test's own process would otherwise be killed): without a handler it raises instead."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM", phase: str = "train", rank: int = 0):
+        self.step, self.signal, self.phase, self.rank = step, signal, phase, rank
+        self.sent = False
+
+    def _send(self, trainer) -> None:
+        if self.sent or trainer.global_step != self.step or trainer.global_rank != self.rank:
+            return
+        signum = getattr(signal_module, self.signal)
+        if not callable(signal_module.getsignal(signum)):
+            raise AssertionError(f"no handler for {self.signal}: the signal would kill the process")
+        self.sent = True
+        os.kill(os.getpid(), signum)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.phase == "start":
+            self._send(trainer)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.phase == "train":
+            self._send(trainer)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.phase == "validation" and not trainer.sanity_checking:
+            self._send(trainer)

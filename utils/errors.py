@@ -24,3 +24,8 @@ class NotFoundError(UserError, FileNotFoundError):
 
 class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be read, or whose weights do not fit the model."""
+
+
+class WriteError(UserError, OSError):
+    """A file that could not be written: the disk or quota is full, the file system is read-only, a file size
+    limit was reached. ``errno`` is the failed call's."""

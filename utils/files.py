@@ -1,28 +1,82 @@
-"""Writing files so that a reader never sees a half-written one and an interrupted write leaves no debris."""
+"""Writing files so that a reader never sees a half-written one, and removing what an interrupted write left.
+
+A temporary file is named ``.<name>.<host>.<pid>.<random>.tmp`` (then the target's suffix when kept): the host
+and the pid say who writes it, so that debris can be told from a write in progress. Only the host that wrote a
+temporary can tell whether its writer still runs (``remove_orphan_temporaries``); on a shared file system
+another node's temporaries are never touched.
+"""
+import errno as errno_names
+import functools
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
+
+from .errors import WriteError
 
 TMP_SUFFIX = ".tmp"
+# what atomic_path (and the synthetic generator's folders) name a temporary; the host holds no dot
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp(?:\.[^.]+)?")
+# Linux's first pid namespace (PROC_PID_INIT_INO): the one of processes that run in no container
+_INITIAL_PID_NAMESPACE = 0xEFFFFFFC
+
+
+@functools.lru_cache(maxsize=None)
+def host_id() -> str:
+    """This host as temporary names give it: its name in letters, digits, '-' and '_' (at most 63), with
+    ``-pidns<n>`` appended in a container's own pid namespace (a pid means something only inside its namespace:
+    containers that share a host name, as Kubernetes pods on the host network do, are told apart)."""
+    host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")[:63] or "host"
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return host
+    return host if namespace == _INITIAL_PID_NAMESPACE else f"{host}-pidns{namespace}"
+
+
+def temporary_prefix(path: str | Path) -> str:
+    """``.<name>.<host>.<pid>.``: what the temporaries this process writes for ``path`` start with."""
+    return f".{Path(path).name}.{host_id()}.{os.getpid()}."
+
+
+def temporary_writer(name: str) -> Optional[tuple[str, int]]:
+    """(host, pid) of the writer of the temporary called ``name``; None when ``name`` is no temporary's."""
+    match = _TEMPORARY.fullmatch(name)
+    return (match["host"], int(match["pid"])) if match else None
+
+
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (unknown, so assumed, where signals cannot tell)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 @contextmanager
 def atomic_path(path: str | Path, keep_suffix: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error it replaces ``path``.
 
-    The temporary file lives in the same folder (``os.replace`` is atomic within a file system) under a
-    unique hidden name ``.<name>.<pid>.<random>.tmp`` (the pid tells whether its writer still runs), with
+    The temporary file lives in the same folder (``os.replace`` is atomic within a file system; a file staged
+    in ``$TMPDIR`` would be copied, not renamed, and a small ``/tmp`` would fill up) under a unique hidden
+    name ``.<name>.<host>.<pid>.<random>.tmp`` (who writes it: ``remove_orphan_temporaries``), with
     ``path``'s suffix appended when ``keep_suffix`` (writers that look at the suffix, like ``np.save``,
     then behave the same). On error it is removed and ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = f"{TMP_SUFFIX}{path.suffix}" if keep_suffix else TMP_SUFFIX
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp makes the file private (0600): give the result the permissions a new file gets
@@ -34,6 +88,66 @@ def atomic_path(path: str | Path, keep_suffix: bool = True) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_orphan_temporaries(*folders: str | Path) -> list[Path]:
+    """Delete the temporary files in ``folders`` that this host's writers left when they were killed (their
+    pid no longer runs); returns them. Kept: a running writer's, and those this host cannot judge: another
+    host's (on a shared file system its pid means nothing here) and names without a host (an older version's);
+    one note on stderr names those."""
+    removed, kept, me = [], [], host_id()
+    for folder in folders:
+        for tmp in sorted(Path(folder).glob(f".*{TMP_SUFFIX}*")):
+            writer = temporary_writer(tmp.name)
+            if writer is None or not tmp.is_file():
+                continue
+            if writer[0] != me:
+                kept.append(tmp)
+            elif not is_running(writer[1]):
+                try:
+                    tmp.unlink()
+                except FileNotFoundError:  # another run cleaned it first
+                    pass
+                except OSError:  # a read-only folder: it stays
+                    continue
+                removed.append(tmp)
+    if kept:
+        names = ", ".join(str(p) for p in kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        print(f"note: kept {len(kept)} temporary file(s) that a writer on another host (or an older version of "
+              f"this project) left or is writing: {names}; this host cannot tell whether their writer still runs: "
+              f"delete them once no run writes there", file=sys.stderr)
+    return removed
+
+
+def write_error(path: str | Path, err: OSError, size: Optional[int] = None, what: str = "file",
+                fix: str = "make room there or write to another folder") -> WriteError:
+    """A one-line ``WriteError`` for an atomic write of ``path`` that failed with ``err``: the file, the failure,
+    the free space of its file system and ``size`` (bytes the file needs) when known."""
+    path = Path(path)
+    code = errno_names.errorcode.get(err.errno or 0)
+    failure = f"{err.strerror or err}" + (f" ({code})" if code else "")
+    space = ""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        space = f"; {human_size(shutil.disk_usage(folder).free)} free in {folder}"
+    except OSError:
+        pass
+    needs = f", the {what} needs about {human_size(size)}" if size else ""
+    error = WriteError(f"could not write {what} {path}: {failure}{space}{needs}. The previous {path.name} (if any) "
+                       f"is unchanged and no temporary file is left: {fix}")
+    error.errno = err.errno  # (strerror and filename stay unset: str(error) is the message)
+    return error
+
+
+def human_size(n: int) -> str:
+    """``n`` bytes as kB, MB, GB or TB with one decimal (powers of 1000)."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -1,4 +1,5 @@
-"""Run folders that no command overwrites, and a last.ckpt that is always the latest epoch.
+"""Run folders that no command overwrites, and a last.ckpt that is always the latest state: the end of the
+latest epoch, or the step where a preempted run stopped (``utils.preemption``).
 
 Each run (fit, validate, test, resumed or not) logs into a new ``<logs_dir>/<name>/version_<n>/``:
 CSV and TensorBoard logs, config.yaml, checkpoints/. The number is reserved by creating the folder
@@ -7,7 +8,6 @@ Trainer is made; a run that fails before it trained a step removes the folder it
 starts leave nothing behind.
 """
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from .files import next_version, reserve_version
+from .files import next_version, remove_orphan_temporaries, reserve_version
 
 LAST = "last"
 # the version reserved by the first process, inherited by the processes DDP starts from it
@@ -27,8 +27,9 @@ SETUP_FILES = {"config.yaml", "hparams.yaml", "checkpoints", "metrics.csv"}
 
 class RunFolder(Callback):
     """The run's own folder: ``reserve`` creates it (exclusively, on the first process) before the Trainer
-    exists; as a callback it clears checkpoint writers' debris and, when the run fails before its first
-    optimizer step, removes the folder again (a failed start leaves nothing behind)."""
+    exists; as a callback it clears what killed writers of this host left in the name's run folders
+    (``utils.files.remove_orphan_temporaries``) and, when the run fails before its first optimizer step,
+    removes the folder again (a failed start leaves nothing behind)."""
 
     def __init__(self, folder: Optional[Path] = None):
         self.folder = folder
@@ -55,8 +56,8 @@ class RunFolder(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.is_global_zero and self.folder is not None:
-            for folder in self.folder.parent.glob("version_*/checkpoints"):
-                remove_orphan_temporaries(folder)
+            runs = sorted(self.folder.parent.glob("version_*"))
+            remove_orphan_temporaries(*runs, *(run / "checkpoints" for run in runs))
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         # a run that never trained leaves nothing: only a folder holding what setting up wrote is removed
@@ -75,26 +76,3 @@ def last_checkpoint() -> ModelCheckpoint:
     ``save_last`` writes it only when a top-k checkpoint is written, so it lags once R@1 plateaus)."""
     return ModelCheckpoint(filename=LAST, monitor=None, save_top_k=1, every_n_epochs=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
-
-
-def remove_orphan_temporaries(folder: Path) -> list[Path]:
-    """Delete ``.*.tmp`` files in ``folder`` left by checkpoint writers that no longer run (a kill while
-    saving); files of a live writer (its pid is in the name) are kept. Returns what was removed."""
-    removed = []
-    for tmp in folder.glob(".*.tmp"):
-        match = re.match(r"\..*\.(\d+)\.[^.]+\.tmp$", tmp.name)
-        if match and _alive(int(match.group(1))):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

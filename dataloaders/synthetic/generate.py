@@ -14,12 +14,11 @@ import json
 import os
 import secrets
 import shutil
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from utils.files import atomic_write_text
+from utils.files import atomic_write_text, host_id, is_running, temporary_prefix, temporary_writer
 
 from .gsv_cities import SYNTHETIC_CITIES, make_gsv_cities
 from .msls import MSLS_CITIES, make_msls
@@ -90,7 +89,7 @@ def generate_synthetic(root: str | Path, scale: str = "default", seed: int = 0,
         if _is_complete(folder, marker):  # the generator we waited for wrote it
             return paths
         _remove_stale_temporaries(folder)
-        tmp = folder.parent / f".{folder.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp = folder.parent / f"{temporary_prefix(folder)}{secrets.token_hex(4)}.tmp"
         tmp.mkdir()  # with the umask's permissions, as the published folder should have
         try:
             sizes = SCALES[scale]
@@ -146,22 +145,9 @@ def _lock(path: Path) -> Iterator[None]:
 
 def _remove_stale_temporaries(folder: Path) -> None:
     """Remove the temporary folders of ``folder``'s set left by dead generators of this host."""
-    prefix, host = f".{folder.name}.", socket.gethostname()
+    prefix = f".{folder.name}."
     for tmp in folder.parent.glob(f"{prefix}*.tmp"):
-        writer = tmp.name[len(prefix):-len(".tmp")].rsplit(".", 2)  # host (may hold dots), pid, random
-        if (tmp.is_dir() and len(writer) == 3 and writer[0] == host and writer[1].isdigit()
-                and not _is_running(int(writer[1]))):
+        writer = temporary_writer(tmp.name)
+        if (tmp.is_dir() and writer is not None and tmp.name.startswith(f"{prefix}{writer[0]}.")
+                and writer[0] == host_id() and not is_running(writer[1])):
             shutil.rmtree(tmp)
-
-
-def _is_running(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (unknown, so assumed, where signals cannot tell)."""
-    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
