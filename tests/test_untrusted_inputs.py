@@ -2,12 +2,21 @@
 memory, time or trust. A config whose aliases expand to billions of values, a class_path naming any module,
 a tiny PNG of 25000 x 25000 pixels, a tampered or truncated release file: each is one clear line, fast."""
 import json
+import shutil
+import struct
 import subprocess
 import sys
 import textwrap
+import time
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from models.inference import image_paths
+from utils.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,3 +113,225 @@ def test_class_path_of_a_module_not_allowed_is_refused_before_it_is_imported(con
         "imported). If you trust 'this', allow it with VPR_ALLOWED_MODULES=this"]
     assert "Zen of Python" not in result["stdout"]
     assert not config_attacks["this_imported"]
+
+
+# ------------------------------------------------------------------------------------------------ images
+def huge_png(path: Path, side: int = 25000) -> Path:
+    """A black 1-bit PNG of side x side pixels: some 80 kB on disk, side ** 2 * 3 bytes once decoded to RGB.
+    Written row by row (a valid PNG: signature, IHDR, one IDAT, IEND), never held whole in memory."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row, packer = bytes(1 + (side + 7) // 8), zlib.compressobj(9)  # filter byte 0, then the packed bits
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def photo(seed: int, size=(24, 32)) -> np.ndarray:
+    """A small random RGB picture (H, W, 3) uint8."""
+    return np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+
+
+def test_image_over_the_pixel_limit_is_refused_from_its_header_as_unreadable(tmp_path, monkeypatch):
+    from dataloaders.image_io import decode_rgb, read_bytes
+
+    path = huge_png(tmp_path / "huge.png")
+    assert path.stat().st_size < 200_000
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=r"huge\.png: 625,000,000 pixels, over the limit of "
+                                        r"89,478,485 decoded pixels \(VPR_MAX_IMAGE_PIXELS raises it\)\. Replace "
+                                        r"the file, or set skip_unreadable"):
+        decode_rgb(read_bytes(path), path)
+    assert time.perf_counter() - start < 1.0
+    # the limit is a setting: a 32 x 24 (width x height) picture is refused under 768 pixels and read at 768
+    Image.fromarray(photo(0)).save(tmp_path / "small.png")
+    monkeypatch.setenv("VPR_MAX_IMAGE_PIXELS", "767")
+    with pytest.raises(DataError, match="32 x 24 = 768 pixels, over the limit of 767"):
+        decode_rgb(read_bytes(tmp_path / "small.png"), "small.png")
+    monkeypatch.setenv("VPR_MAX_IMAGE_PIXELS", "768")
+    assert decode_rgb(read_bytes(tmp_path / "small.png"), "small.png").shape == (3, 24, 32)
+    monkeypatch.setenv("VPR_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="VPR_MAX_IMAGE_PIXELS='lots'"):
+        decode_rgb(read_bytes(tmp_path / "small.png"), "small.png")
+
+
+# every reader of images meets the huge PNG, in a fresh process whose peak memory is measured: decoding it
+# would take 1.9 GB (25000 x 25000 x 3 bytes)
+HUGE_PROBE = textwrap.dedent('''
+    import json, resource, sys, time
+    sys.path.insert(0, {repo!r})
+    import torch
+    import eval as eval_cli
+    import retrieve
+    from dataloaders.eval import build_eval_set
+    from dataloaders.gsv_cities import GSVCitiesDataset
+    from dataloaders.synthetic import SYNTHETIC_CITIES
+    from dataloaders.unreadable import find_unreadable
+    from main import load_model
+    from models.inference import embed
+    from utils.errors import DataError
+
+    case = json.loads(sys.argv[1])
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # MB
+    flags = case["flags"]
+    net = load_model(case["weights"], **case["arch"])
+    results = {{}}
+
+    def run(name, step):
+        start = time.perf_counter()
+        try:
+            outcome = step()
+        except DataError as err:
+            outcome = "DataError: " + str(err)
+        results[name] = {{"seconds": time.perf_counter() - start, "outcome": outcome}}
+
+    def runs(tag):  # the same work on the clean copies first (their cost is the baseline), then with the huge file
+        folder, gsv = case["folder_" + tag], case["gsv_" + tag]
+        run("embed_" + tag, lambda: embed(net, folder + "/images/test/database", skip_unreadable=True,
+                                          progress=False).tolist())
+        run("retrieve_" + tag, lambda: sorted({{row.split(",")[2] for row in open(retrieve.main([
+            "--checkpoint", case["weights"], "--database", folder + "/images/test/database", "--queries",
+            folder + "/images/test/queries", "--out_dir", case["out"] + "/retrieve_" + tag,
+            "--data.skip_unreadable", "true", "--cache", "false", *flags[:-2]])).read().splitlines()[1:]}}))
+        run("eval_" + tag, lambda: eval_cli.main(["--checkpoint", case["weights"], "--benchmarks",
+            "[folder:" + folder + "]", "--out_dir", case["out"] + "/eval_" + tag, "--data.skip_unreadable", "true",
+            "--cache", "false", *flags])["gem"]["benchmarks"])
+        dataset = GSVCitiesDataset(gsv, SYNTHETIC_CITIES[:2], skip_unreadable=True)
+        run("train_item_" + tag, lambda: dataset[case["place"]][2].tolist())
+        run("train_check_" + tag, lambda: find_unreadable(dataset.paths, progress=False).tolist())
+        encoded = GSVCitiesDataset(gsv, SYNTHETIC_CITIES[:2], encoded=True)  # decode_on gpu: bytes for the device
+        run("train_encoded_" + tag, lambda: len(encoded[case["place"]][0]))
+
+    runs("clean")
+    baseline = peak()
+    runs("huge")
+    results["growth_mb"] = peak() - baseline
+    print(json.dumps(results))
+''')
+
+
+@pytest.fixture(scope="module")
+def huge_image_runs(synthetic, tmp_path_factory) -> dict:
+    """What embed, retrieve.py, eval.py and training's reader make of a 25000 x 25000 PNG among small images."""
+    import torch
+
+    from dataloaders.gsv_cities import GSVCitiesDataset
+    from dataloaders.synthetic import SYNTHETIC_CITIES
+    from models import VPRModel
+
+    root = tmp_path_factory.mktemp("huge")
+    huge = huge_png(root / "huge.png")
+    for tag in ("clean", "huge"):
+        for part, n in (("database", 6), ("queries", 2)):
+            folder = root / f"folder_{tag}" / "images" / "test" / part
+            folder.mkdir(parents=True)
+            for i in range(n):
+                east = 500_000 + 100 * i + (5 if part == "queries" else 0)
+                Image.fromarray(photo(i)).save(folder / f"@{east}@4000000@.jpg")
+        shutil.copytree(synthetic["gsv_cities"], root / f"gsv_{tag}")
+    shutil.copy(huge, root / "folder_huge" / "images" / "test" / "database" / "@500900@4000000@.png")
+    dataset = GSVCitiesDataset(root / "gsv_huge", SYNTHETIC_CITIES[:2])
+    place = next(p for p in range(dataset.num_places) if dataset.offsets[p + 1] - dataset.offsets[p] == 4)
+    victim = dataset.paths[dataset.offsets[place]]
+    shutil.copy(huge, victim)  # a PNG under a .jpg name: the header says what it is
+    torch.manual_seed(0)
+    arch = {"backbone_arch": "resnet18", "layers_to_crop": [4], "agg_arch": "GeM", "agg_config": {},
+            "image_size": [32, 32]}
+    torch.save(VPRModel(**arch).state_dict(), root / "gem.pth")
+    flags = ["--model.backbone_arch", "resnet18", "--model.layers_to_crop", "[4]", "--model.agg_arch", "GeM",
+             "--model.agg_config", "{}", "--data.image_size", "[32, 32]", "--num_workers", "0", "--device", "cpu",
+             "--progress", "false", "--names", "[gem]"]
+    case = {"weights": str(root / "gem.pth"), "arch": arch, "out": str(root / "out"), "place": place,
+            "flags": flags, **{f"{kind}_{tag}": str(root / f"{kind}_{tag}") for kind in ("folder", "gsv")
+                               for tag in ("clean", "huge")}}
+    script = root / "probe.py"
+    script.write_text(HUGE_PROBE.format(repo=str(REPO)))
+    done = subprocess.run([sys.executable, str(script), json.dumps(case)], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results["victim"], results["stdout"] = str(victim), done.stdout
+    return results
+
+
+def test_huge_image_costs_no_memory_in_any_reader(huge_image_runs):
+    assert huge_image_runs["growth_mb"] < 150, huge_image_runs["growth_mb"]
+    for name, result in huge_image_runs.items():
+        if name.endswith("_huge"):
+            assert result["seconds"] < 10, (name, result["seconds"])
+
+
+def test_huge_image_is_left_out_and_listed_like_an_unreadable_one(huge_image_runs):
+    runs = huge_image_runs
+    assert np.isnan(runs["embed_huge"]["outcome"][-1]).all() and np.isfinite(runs["embed_huge"]["outcome"][:-1]).all()
+    assert "database: skipped 1 unreadable image(s), e.g. " in runs["stdout"]
+    assert runs["retrieve_huge"]["outcome"] and all(m.endswith(".jpg") for m in runs["retrieve_huge"]["outcome"])
+    benchmark = runs["eval_huge"]["outcome"]["folder_huge"]
+    assert benchmark["skipped_database"] == 1 and benchmark["num_references"] == 6
+    assert runs["train_item_huge"]["outcome"] and runs["train_item_clean"]["outcome"] == []
+    assert runs["train_check_huge"]["outcome"] == runs["train_item_huge"]["outcome"]
+    assert runs["train_encoded_huge"]["outcome"].startswith("DataError: cannot read image " + runs["victim"] + ": 625,000,000 pixels")
+
+
+# ----------------------------------------------------------------------------------------- image formats
+# extension -> Pillow format; lossless ones, so the pixels read must be the pixels written
+FORMATS = {".webp": "WEBP", ".tif": "TIFF", ".TIFF": "TIFF", ".bmp": "BMP", ".png": "PNG"}
+
+
+@pytest.fixture
+def formats_set(tmp_path) -> tuple[Path, dict]:
+    """A folder set whose database holds WebP, TIFF (.tif and .TIFF), BMP, PNG and an upper-case .JPG, beside
+    a text file and a hidden file; {path: pixels written} of the lossless images."""
+    database, queries = (tmp_path / "formats" / "images" / "test" / part for part in ("database", "queries"))
+    database.mkdir(parents=True), queries.mkdir(parents=True)
+    written = {}
+    for i, (suffix, fmt) in enumerate(FORMATS.items()):
+        path = database / f"@{500_000 + 100 * i}@4000000@{suffix}"
+        Image.fromarray(photo(i)).save(path, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+        written[str(path)] = photo(i)
+    Image.fromarray(photo(9)).save(database / "@500900@4000000@.JPG", "JPEG")
+    (database / "notes.txt").write_text("taken on a sunny day")
+    (database / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    Image.fromarray(photo(0)).save(queries / "@500005@4000000@.jpg", "JPEG")
+    return tmp_path / "formats", written
+
+
+def test_folder_set_reads_every_image_format_and_lists_what_it_leaves_out(formats_set, capsys):
+    from dataloaders.eval import build_eval_set
+
+    root, written = formats_set
+    dataset = build_eval_set(f"folder:{root}", {})
+    assert sorted(Path(p).suffix for p in dataset.database_paths) == sorted([*FORMATS, ".JPG"])
+    assert capsys.readouterr().err.count("note: ") == 1
+    for i, path in enumerate(dataset.database_paths):
+        image, index, readable = dataset[i]
+        assert readable and index == i and image.shape == (3, 24, 32)
+        if path in written:
+            np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), written[path])
+    image_paths(root / "images" / "test" / "database")
+    note = capsys.readouterr().err
+    assert "left out 2 file(s) that are not images this project reads (.txt 1, hidden files 1)" in note
+
+
+def test_retrieve_and_embed_take_every_image_format(formats_set, tmp_path):
+    import retrieve
+    import torch
+
+    from models import VPRModel
+    from models.inference import embed
+
+    root, _ = formats_set
+    database = root / "images" / "test" / "database"
+    torch.manual_seed(0)
+    net = VPRModel(backbone_arch="resnet18", layers_to_crop=[4], agg_arch="GeM", image_size=(32, 32))
+    torch.save(net.state_dict(), tmp_path / "gem.pth")
+    descriptors = embed(net.net, database, progress=False)
+    assert descriptors.shape == (6, net.descriptor_dim) and np.isfinite(descriptors).all()
+    matches = retrieve.main(["--checkpoint", str(tmp_path / "gem.pth"), "--database", str(database), "--queries",
+                             str(root / "images" / "test" / "queries"), "--top_k", "6", "--out_dir", str(tmp_path),
+                             "--model.backbone_arch", "resnet18", "--model.layers_to_crop", "[4]", "--model.agg_arch",
+                             "GeM", "--model.agg_config", "{}", "--data.image_size", "[32, 32]", "--device", "cpu",
+                             "--progress", "false"]).read_text().splitlines()[1:]
+    assert sorted(Path(row.split(",")[2]).suffix for row in matches) == sorted([*FORMATS, ".JPG"])
