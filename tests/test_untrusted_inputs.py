@@ -335,3 +335,56 @@ def test_retrieve_and_embed_take_every_image_format(formats_set, tmp_path):
                              "GeM", "--model.agg_config", "{}", "--data.image_size", "[32, 32]", "--device", "cpu",
                              "--progress", "false"]).read_text().splitlines()[1:]
     assert sorted(Path(row.split(",")[2]).suffix for row in matches) == sorted([*FORMATS, ".JPG"])
+
+
+def test_animated_gif_reads_as_its_first_frame(tmp_path):
+    from dataloaders.image_io import decode_rgb, read_bytes
+
+    frames = [Image.fromarray(np.full((24, 32, 3), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    image = decode_rgb(read_bytes(tmp_path / "moving.gif"), "moving.gif")
+    assert image.shape == (3, 24, 32) and int(image.max()) == 0  # the first frame, not a stack of three
+
+
+# ------------------------------------------------------------------------- messages and ignored settings
+def test_dinov2_weights_are_not_taken_for_a_lightweight_mixvpr_release(tmp_path):
+    import torch
+
+    from models import load_weights
+    from models.layouts import lightweight
+    from release_layouts import dinov2_layout, prefixed, release, salad_layout
+    from utils.errors import CheckpointError
+
+    salad = release(prefixed("backbone.model.", dinov2_layout(32, 2)), salad_layout(32, 4, 4, 4))
+    assert not lightweight.is_layout(salad) and lightweight.to_ours(salad) == salad
+    torch.save({k: torch.zeros(s) for k, s in salad.items()}, tmp_path / "salad.ckpt")
+    from models import build_network
+    with pytest.raises(CheckpointError) as err:
+        load_weights(build_network("resnet18", agg_arch="GeM", image_size=(32, 32)), tmp_path / "salad.ckpt")
+    assert "layout" not in str(err.value).splitlines()[0]  # no project's layout claimed for it
+
+
+def test_architecture_hint_names_the_image_size_flag_every_command_takes(tmp_path):
+    import torch
+
+    from models import VPRModel, load_model
+    from utils.errors import CheckpointError
+
+    torch.save(VPRModel(backbone_arch="resnet18", agg_arch="MixVPR", image_size=(32, 32),
+                        agg_config={"out_channels": 8, "mix_depth": 1, "out_rows": 2}).state_dict(), tmp_path / "m.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "m.pth")
+    assert "--data.image_size '[32, 32]'" in str(err.value) and "--model.image_size" not in str(err.value)
+
+
+@pytest.mark.parametrize("setting", [{"pretrained": True}, {"layers_to_freeze": 3}])
+def test_load_model_refuses_settings_that_do_not_apply_to_loading(tmp_path, setting):
+    import torch
+
+    from models import VPRModel, load_model
+
+    arch = {"backbone_arch": "resnet18", "layers_to_crop": [4], "agg_arch": "GeM", "image_size": [32, 32]}
+    torch.save(VPRModel(**arch).state_dict(), tmp_path / "gem.pth")
+    name = next(iter(setting))
+    with pytest.raises(ConfigError, match=rf"load_model\(\.\.\., {name}=.*\) does not apply to loading"):
+        load_model(tmp_path / "gem.pth", **arch, **setting)
