@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from models.inference import image_paths
-from utils.errors import ConfigError, DataError
+from utils.errors import CheckpointError, ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -388,3 +388,113 @@ def test_load_model_refuses_settings_that_do_not_apply_to_loading(tmp_path, sett
     name = next(iter(setting))
     with pytest.raises(ConfigError, match=rf"load_model\(\.\.\., {name}=.*\) does not apply to loading"):
         load_model(tmp_path / "gem.pth", **arch, **setting)
+
+
+# ------------------------------------------------------------------------------------- released weights
+TINY_ARCH = {"backbone_arch": "resnet18", "layers_to_crop": [4], "agg_arch": "GeM", "agg_config": {},
+             "image_size": [32, 32]}
+
+
+@pytest.fixture
+def tiny_release(tmp_path, monkeypatch):
+    """A release served from a local file (file:// URL: downloads are real, the network is not needed) with an
+    empty torch.hub cache. Returns (register(sha256) -> name, the served file, its weights, the cache folder)."""
+    import torch
+
+    from models import build_network
+    from models.releases import RELEASES, Release
+
+    torch.manual_seed(0)
+    weights = build_network(**TINY_ARCH).state_dict()
+    served = tmp_path / "published" / "tiny_gem.pth"
+    served.parent.mkdir()
+    torch.save(weights, served)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def register(sha256):
+        monkeypatch.setitem(RELEASES, "tiny_gem_256", Release(TINY_ARCH, "tiny_gem.pth", served.as_uri(),
+                                                              "https://example.org/tiny/releases", sha256=sha256))
+        return "tiny_gem_256"
+
+    return register, served, weights, tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def loads_the_weights(name: str, weights: dict) -> bool:
+    import torch
+
+    from models import load_release
+
+    state = load_release(name).state_dict()
+    return set(state) == set(weights) and all(torch.equal(state[k], weights[k]) for k in weights)
+
+
+def test_release_with_a_published_digest_is_checked_on_download_and_before_every_use(tiny_release):
+    register, served, weights, cache = tiny_release
+    name = register(sha256_of(served))
+    assert loads_the_weights(name, weights)
+    assert sorted(p.name for p in cache.iterdir()) == ["tiny_gem.pth"]  # no record needed, no partial file left
+    cached = cache / "tiny_gem.pth"
+    cached.write_bytes(cached.read_bytes()[:-1000])  # a copy cut short
+    from models import load_release
+    with pytest.raises(CheckpointError) as err:
+        load_release(name)
+    assert str(err.value) == (
+        f"{cached} is not the published {name} weights: its SHA-256 is {sha256_of(cached)}, the published one is "
+        f"{sha256_of(served)} (truncated, corrupt or another file). Delete it and run again to download it anew "
+        f"(from {served.as_uri()}, published at https://example.org/tiny/releases).")
+    cached.unlink()
+    assert loads_the_weights(name, weights)
+
+
+def test_download_that_does_not_match_the_published_digest_is_not_kept(tiny_release):
+    register, served, weights, cache = tiny_release
+    name = register("0" * 64)  # the source now serves another file than the one published
+    from models import load_release
+    with pytest.raises(CheckpointError, match=rf"has SHA-256 {sha256_of(served)}, not the published 0{{64}}: cut "
+                                              r"short or changed at the source; nothing was kept"):
+        load_release(name)
+    assert list(cache.iterdir()) == []
+
+
+def test_release_without_a_published_digest_is_checked_against_the_hash_recorded_at_download(tiny_release):
+    register, served, weights, cache = tiny_release
+    name = register(None)
+    assert loads_the_weights(name, weights)
+    record = json.loads((cache / "tiny_gem.pth.sha256.json").read_text())
+    assert record["sha256"] == sha256_of(served) and record["source"] == served.as_uri()
+    assert record["size"] == served.stat().st_size and record["release"] == name
+    assert loads_the_weights(name, weights)  # the second use checks the file against the record
+    cached = cache / "tiny_gem.pth"
+    cached.write_bytes(cached.read_bytes().replace(b"PK", b"PQ", 1))
+    from models import load_release
+    with pytest.raises(CheckpointError, match=rf"tiny_gem.pth changed since it was recorded: its SHA-256 is "
+                                              rf"{sha256_of(cached)}, the recorded one {sha256_of(served)} "
+                                              r"\(tiny_gem.pth.sha256.json\)\. Delete it and run again"):
+        load_release(name)
+
+
+def test_file_put_in_the_cache_by_hand_is_refused_until_accepted_with_its_hash(tiny_release, capsys):
+    from models import load_release
+    from models.releases import main as releases_main
+
+    register, served, weights, cache = tiny_release
+    name = register(None)
+    cache.mkdir(parents=True)
+    shutil.copy(served, cache / "tiny_gem.pth")  # as the offline message says to
+    digest = sha256_of(served)
+    with pytest.raises(CheckpointError) as err:
+        load_release(name)
+    assert str(err.value).endswith(
+        f"its SHA-256 is {digest}. If it is the file from https://example.org/tiny/releases, accept it with: "
+        f"python -m models.releases trust {name} {digest} (or delete it to download it anew)")
+    with pytest.raises(CheckpointError, match=f"has SHA-256 {digest}, not the {'1' * 64} given"):
+        releases_main(["trust", name, "1" * 64])
+    releases_main(["trust", name, digest])
+    assert "accepted as tiny_gem_256" in capsys.readouterr().out
+    assert loads_the_weights(name, weights)
