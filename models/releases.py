@@ -17,7 +17,6 @@ Each network's ``image_size`` is the size its authors evaluate at: MixVPR and Li
 SALAD take other sizes too; DINOv2 needs multiples of 14).
 """
 import argparse
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 
 from utils.errors import CheckpointError, ConfigError, NotFoundError
-from utils.files import atomic_path, atomic_write_text
+from utils.files import atomic_path, atomic_write_text, file_sha256
 
 from .loading import load_weights
 from .network import VPRNet, build_network
@@ -142,15 +141,6 @@ def release_name(family: str, backbone: str, descriptors_dimension: Optional[int
 
 RECORD_SUFFIX = ".sha256.json"
 TRUST = "python -m models.releases trust"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """The SHA-256 of the file at ``path`` (hex), read in chunks of ``chunk`` bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_path(name: str) -> Path:

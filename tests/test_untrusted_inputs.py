@@ -498,3 +498,32 @@ def test_file_put_in_the_cache_by_hand_is_refused_until_accepted_with_its_hash(t
     releases_main(["trust", name, digest])
     assert "accepted as tiny_gem_256" in capsys.readouterr().out
     assert loads_the_weights(name, weights)
+
+
+def test_cached_backbone_weights_are_checked_against_the_digest_in_their_name(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from models.backbones import build_backbone
+    from models.backbones.imagenet_weights import load_pretrained_weights
+    from reference_weights import cache_as_published
+
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    reference = torchvision.models.resnet18(weights=None)
+    cache_as_published(reference.state_dict(), weights, tmp_path, monkeypatch)
+    backbone = build_backbone("resnet18", pretrained=True, layers_to_crop=[4])
+    torch.testing.assert_close(backbone.model.conv1.weight, reference.conv1.weight)
+    cached = tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one weight changed: the file still loads, silently other weights
+    cached.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{cached.name} is not the published ImageNet weights: its SHA-256 is "
+                                              rf"{sha256_of(cached)}, the published one starts {cached.stem[-8:]}"):
+        build_backbone("resnet18", pretrained=True, layers_to_crop=[4])
+    # a name without a digest (DINOv2's): a truncated cached file is named as the problem, not the network
+    truncated = cached.with_name("dinov2_vits14_pretrain.pth")
+    truncated.write_bytes(cached.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"dinov2_vits14_pretrain.pth cannot be read as the DINOv2 weights of "
+                                              r"dinov2_vits14 .*truncated or another file; delete it"):
+        load_pretrained_weights(reference, "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
+                                "dinov2_vits14", "DINOv2 weights")
