@@ -109,8 +109,8 @@ def test_class_path_of_a_module_not_allowed_is_refused_before_it_is_imported(con
     assert result["code"] == 2
     assert result["stderr"].strip().splitlines() == [
         "error: class_path 'this.Foo' is refused: configs import classes only from the modules lightning, "
-        "pytorch_lightning, torch, torchmetrics, models, dataloaders, utils, bench, tiny_cli (nothing was "
-        "imported). If you trust 'this', allow it with VPR_ALLOWED_MODULES=this"]
+        "pytorch_lightning, torch, torchmetrics, models, dataloaders, utils, bench, tiny_cli. If you trust 'this', "
+        "allow it with VPR_ALLOWED_MODULES=this"]
     assert "Zen of Python" not in result["stdout"]
     assert not config_attacks["this_imported"]
 

@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_CONFIG_DEPTH = 64
-MAX_CONFIG_VALUES = 100_000  # after alias expansion; a whole recipe holds a few hundred
+MAX_CONFIG_VALUES = 100_000  # after alias expansion; each recipe in configs/ holds fewer than 100
 ALLOWED_MODULES = ("lightning", "pytorch_lightning", "torch", "torchmetrics", "models", "dataloaders", "utils", "bench")
 ALLOWED_MODULES_ENV = "VPR_ALLOWED_MODULES"
 
@@ -36,8 +36,8 @@ class UnsafeConfigError(ConfigError, _YAMLError):
 
 
 def check_yaml(text: str, source: str = "a config value") -> None:
-    """Raise UnsafeConfigError naming ``source`` (e.g. ``config x.yaml``) when ``text`` is over the size, depth or expansion limits.
-    A text that is not valid YAML passes: the loader reports it as it always has."""
+    """Raise UnsafeConfigError naming ``source`` (e.g. ``config x.yaml``) when ``text`` is over the size, depth
+    or expansion limits. A text that is not valid YAML passes: the loader reports it as it always has."""
     import yaml
 
     if len(text) > MAX_CONFIG_BYTES:
@@ -71,8 +71,8 @@ def check_yaml(text: str, source: str = "a config value") -> None:
             if open_sizes[-1][0] > MAX_CONFIG_VALUES:
                 raise UnsafeConfigError(
                     f"{source} holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases "
-                    f"(&name ... *name) are expanded; a recipe holds a few hundred: write the values out "
-                    f"instead of nesting aliases")
+                    f"(&name ... *name) are expanded; the recipes in configs/ hold fewer than 100: write the "
+                    f"values out instead of nesting aliases")
     except yaml.YAMLError as err:
         if isinstance(err, UnsafeConfigError):
             raise
@@ -108,8 +108,8 @@ def refused_import_message(err: BaseException) -> Optional[str]:
     if match is None:
         return None
     path = match.group(1)
-    return (f"class_path {path!r} is refused: configs import classes only from the modules {', '.join(allowed_modules())}"
-            f" (nothing was imported). If you trust {path.rsplit('.', 1)[0]!r}, allow it with "
+    return (f"class_path {path!r} is refused: configs import classes only from the modules "
+            f"{', '.join(allowed_modules())}. If you trust {path.rsplit('.', 1)[0]!r}, allow it with "
             f"{ALLOWED_MODULES_ENV}={path.split('.')[0]}")
 
 
