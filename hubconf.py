@@ -3,8 +3,8 @@ descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` 
 
 Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, normalised with ``net.mean``/``net.std`` and
 resized to ``net.image_size`` (the size the release's authors evaluate at), -> (B, D) L2-normalised
-descriptors. ``pretrained=True`` loads the published weights (downloaded once into torch.hub's cache;
-offline, the error names the file to put there). torch and torchvision are needed; the Lightweight-MixVPR
+descriptors. ``pretrained=True`` loads the published weights (downloaded once into torch.hub's cache and
+verified by SHA-256 before every use; offline, the error names the file to put there). torch and torchvision are needed; the Lightweight-MixVPR
 EfficientNet also needs timm. The releases and their addresses: ``models/releases.py``.
 """
 dependencies = ["torch", "torchvision"]

@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 MAX_CONFIG_BYTES = 1_000_000
 MAX_CONFIG_DEPTH = 64
-MAX_CONFIG_VALUES = 100_000  # after alias expansion; each recipe in configs/ holds fewer than 100
+MAX_CONFIG_VALUES = 10_000  # after alias expansion; each recipe in configs/ holds fewer than 100
 ALLOWED_MODULES = ("lightning", "pytorch_lightning", "torch", "torchmetrics", "models", "dataloaders", "utils", "bench")
 ALLOWED_MODULES_ENV = "VPR_ALLOWED_MODULES"
 
