@@ -34,6 +34,7 @@ from utils.divergence import StopOnNonFiniteLoss
 from utils.preemption import Preemption, without_ckpt_path
 from utils.recipes import BASE_RECIPE, CONFIG_DIR
 from utils.run_folder import RunFolder, last_checkpoint
+from utils.safe_config import use_safe_config
 from utils.seeding import StepSeeds
 
 __all__ = ["VPRModel", "VPRNet", "VPRDataModule", "VPRCLI", "load_weights", "load_model", "main"]
@@ -214,6 +215,7 @@ def main(args: Optional[Sequence[str]] = None) -> VPRCLI:
     if from_argv:
         # processes that DDP starts re-run this command line: give them the completed one
         sys.argv[1:] = args
+    use_safe_config()  # configs parsed with size and alias limits, class_path imports from allowed modules only
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
         # a resumed run writes into a new folder on purpose (the old one stays as it was)

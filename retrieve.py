@@ -6,7 +6,8 @@
         --config configs/mixvpr_resnet50_4096.yaml --database db_list.txt --queries '[q1.jpg, q2.jpg]' --visualize -1
 
 Settings are those of main.py and eval.py (``--config``, ``--model.*`` for a bare state_dict's
-architecture). ``--database`` and ``--queries`` take a folder (every .jpg/.jpeg/.png under it), a ``.txt``
+architecture). ``--database`` and ``--queries`` take a folder (every image under it: JPEG, PNG, WebP,
+TIFF, BMP ...), a ``.txt``
 file with one image path per line, an image file, or a list of image files. Each run writes into a new
 ``<out_dir>/version_<n>/``: ``matches.csv`` (query, rank, match, distance, similarity: squared L2 distance
 and cosine similarity of the L2-normalised descriptors) and, with ``--visualize N``, pictures of the first N

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, default_collate
 
 from utils.errors import ConfigError, DataError, NotFoundError
 
-from .image_io import decode_rgb, read_bytes
+from .image_io import check_image, decode_rgb, read_bytes
 
 TRAIN_CITIES = ("Bangkok", "BuenosAires", "LosAngeles", "MexicoCity", "OSL", "Rome", "Barcelona", "Chicago",
                 "Madrid", "Miami", "Phoenix", "TRT", "Boston", "Lisbon", "Medellin", "Minneapolis", "PRG",
@@ -201,6 +201,8 @@ class GSVCitiesDataset(Dataset):
                 path = self.root / "Images" / self.files[i]
                 try:
                     data = read_bytes(path)
+                    if self.encoded:
+                        check_image(data, path)  # decoded on the device: its size is checked here
                     images.append(data if self.encoded else decode_rgb(data, path))
                 except (DataError, NotFoundError) as err:
                     if not self.skip_unreadable:

@@ -6,7 +6,7 @@ from torch.utils.data import Dataset
 
 from utils.errors import DataError
 
-from .image_io import decode_rgb, read_bytes
+from .image_io import check_image, decode_rgb, read_bytes
 
 
 class ImageList(Dataset):
@@ -39,6 +39,7 @@ class ImageList(Dataset):
         try:
             data = read_bytes(path)
             if self.encoded:
+                check_image(data, path)  # decoded on the device: its size is checked here
                 return data, index, True
             image = decode_rgb(data, path)
         except DataError:

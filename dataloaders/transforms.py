@@ -22,8 +22,9 @@ import torchvision.transforms as T
 import torchvision.transforms.v2.functional as F2
 from torch import Tensor
 from torch.utils.data import default_collate
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 
+from .image_io import decode_rgb
 from .rand_augment import augment_batch, augment_image, draw_ops, magnitudes
 
 # OpenCV single-threaded in every process that imports this: a DataLoader worker forked after OpenCV's thread
@@ -148,7 +149,7 @@ class EncodedImages:
         is_jpeg = [d[:2].tolist() == [0xFF, 0xD8] for d in self.data]  # the JPEG start-of-image marker
         jpegs = [d for d, j in zip(self.data, is_jpeg) if j]
         decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else [])
-        images = [next(decoded) if j else decode_image(d, mode=ImageReadMode.RGB).to(device)
+        images = [next(decoded) if j else decode_rgb(d, "an image of the batch").to(device)
                   for d, j in zip(self.data, is_jpeg)]
         # resize images of one size together: one kernel per size, not one per image
         out = torch.empty(len(images), 3, *self.image_size, dtype=torch.uint8, device=device)

@@ -172,7 +172,8 @@ def describe_architecture(arch: dict, config_dir: Path = CONFIG_DIR) -> str:
     if "agg_arch" in arch:
         flags += ["--model.agg_arch", arch["agg_arch"], "--model.agg_config", f"'{json.dumps(arch['agg_config'])}'"]
     if "image_size" in arch:
-        flags += ["--model.image_size", f"'{json.dumps(arch['image_size'])}'"]
+        # the data setting: main.py links the model's image size to it, and eval.py/retrieve.py take it too
+        flags += ["--data.image_size", f"'{json.dumps(arch['image_size'])}'"]
     lines = ["The weights' keys and shapes fit this architecture:", "  " + " ".join(flags)]
     model = {k: arch[k] for k in ("backbone_arch", "layers_to_crop", "agg_arch", "agg_config") if k in arch}
     lines.append("  or in a config: " + json.dumps({"model": model}))

@@ -13,6 +13,7 @@ from jsonargparse.typing import PositiveInt
 
 from dataloaders.datamodule import VPRDataModule
 from utils.recipes import BASE_RECIPE
+from utils.safe_config import use_safe_config
 
 from .inference import PRECISIONS
 from .network import ARCHITECTURE_ARGS
@@ -23,6 +24,7 @@ Precision = Literal[tuple(PRECISIONS)]
 
 def recipe_parser(prog: str, description: str) -> ArgumentParser:
     """A parser with --config, --checkpoint and the sections of a training recipe; the command adds its own."""
+    use_safe_config()  # configs parsed with size and alias limits, class_path imports from allowed modules only
     # exit_on_error=False: a setting that does not parse is raised and printed as one line (utils.cli.run_command)
     parser = ArgumentParser(prog=prog, description=description, default_config_files=[str(BASE_RECIPE)],
                             parser_mode="yaml", exit_on_error=False)

@@ -32,7 +32,8 @@ PRECISIONS = {"32": None, "32-true": None, "16-mixed": torch.float16, "bf16-mixe
 
 
 def image_paths(images: str | Path | Sequence[str | Path]) -> list[str]:
-    """A folder (every .jpg/.jpeg/.png under it, sorted), a text file with one path per line, or a list."""
+    """A folder (every image under it, sorted: ``dataloaders.eval.folder.list_images``), a text file with one
+    path per line, or a list."""
     if isinstance(images, (str, Path)):
         path = Path(images)
         if path.is_dir():

@@ -148,7 +148,16 @@ def architecture_of(hyper_parameters: dict, config: Optional[str | Path] = None,
     """``build_network`` arguments: saved hyper-parameters, overridden by a config's model section (with
     data.image_size), overridden by ``overrides``; anything that is not architecture is left out."""
     settings = {**hyper_parameters, **(read_model_settings(config) if config else {}), **overrides}
-    unknown = sorted(set(overrides) - set(ARCHITECTURE_ARGS) - {"layers_to_freeze", "pretrained"})
+    # settings of building a network to train: the checkpoint's weights replace every parameter, whatever
+    # pretrained would load under them, and the network returned is for inference, where freezing means nothing
+    not_loading = [k for k in ("pretrained", "layers_to_freeze") if k in overrides]
+    if not_loading:
+        given = ", ".join(f"{k}={overrides[k]!r}" for k in not_loading)
+        raise ConfigError(f"load_model(..., {given}) does not apply to loading: the checkpoint's weights replace "
+                          f"every parameter (pretrained weights would be overwritten) and the network is returned "
+                          f"in eval mode for inference (layers_to_freeze is a training setting: VPRModel(..., "
+                          f"layers_to_freeze=k) or --model.layers_to_freeze). Leave {' and '.join(not_loading)} out.")
+    unknown = sorted(set(overrides) - set(ARCHITECTURE_ARGS))
     if unknown:
         raise ConfigError(f"load_model does not take {unknown}; architecture settings are {list(ARCHITECTURE_ARGS)}")
     return {k: settings[k] for k in ARCHITECTURE_ARGS if settings.get(k) is not None}

@@ -5,18 +5,29 @@ torch.hub's cache, ``$TORCH_HOME/hub/checkpoints``); offline, the error names th
 hubconf.py serves these through ``torch.hub.load``; a release's name is ``<family>_<backbone>_<dim>``
 (``release_name`` finds it).
 
+A release file is verified by its SHA-256 before every use (about 0.5 s for a 350 MB file here): against
+the release's published digest (``Release.sha256``) where there is one, else against the hash recorded
+beside the file (``<file>.sha256.json``) when this project downloaded it. A download is written beside its
+target and moved in only when it matches; a file that does not match, or one put in the cache by hand
+that has no record, is refused with its hash and what to do (delete it, or accept it:
+``python -m models.releases trust <name> <sha256>``).
+
 Each network's ``image_size`` is the size its authors evaluate at: MixVPR and Lightweight-MixVPR 320 x 320
 (their MixVPR layers are built for it), BoQ-DINOv2 and SALAD 322 x 322, BoQ-ResNet50 384 x 384 (BoQ and
 SALAD take other sizes too; DINOv2 needs multiples of 14).
 """
+import argparse
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from dataloaders.preprocessing import Preprocessing
-from utils.errors import ConfigError, NotFoundError
+from utils.errors import CheckpointError, ConfigError, NotFoundError
+from utils.files import atomic_path, atomic_write_text, file_sha256
 
 from .loading import load_weights
 from .network import VPRNet, build_network
@@ -41,6 +52,7 @@ class Release:
     url: str
     page: str
     reference: str = ""
+    sha256: Optional[str] = None  # the digest its publisher gives; None: none is published (see RELEASES)
     # the evaluation preprocessing its authors publish; None: the network's image_size (each release's is its
     # published test size) with ImageNet mean/std, resized to exactly that size (``eval_preprocessing``)
     preprocessing: Optional[Preprocessing] = None
@@ -59,6 +71,12 @@ def _drive_release(architecture: dict, file_name: str, file_id: str, reference: 
                    f"https://drive.google.com/file/d/{file_id}/view", reference)
 
 
+# Published SHA-256 digests: none found for any of these files (searched: the authors' READMEs and hubconf.py
+# at amaralibey/MixVPR 4043915, amaralibey/Bag-of-Queries 1a4965e, serizba/salad e593005,
+# nadhiranoor/Lightweight-MixVPR 8d2a6e0; their GitHub release pages and issues; Hugging Face file listings;
+# none of the file names carries torch.hub's hash prefix, name-<sha256 prefix>.ext). So each entry's sha256 is
+# None and a file is checked against the hash recorded when this project downloaded it. Never write a digest
+# here that was not published for the file.
 RELEASES = {
     "mixvpr_resnet50_4096": _drive_release(
         {**_MIXVPR, "agg_config": {"in_channels": 1024, "in_h": 20, "in_w": 20, "out_channels": 1024, "mix_depth": 4,
@@ -130,22 +148,100 @@ def release_name(family: str, backbone: str, descriptors_dimension: Optional[int
     return matches[0]
 
 
-def release_file(name: str) -> Path:
-    """The release's file in torch.hub's cache, downloaded when absent; an error says how to get it offline."""
+RECORD_SUFFIX = ".sha256.json"
+TRUST = "python -m models.releases trust"
+
+
+def cache_path(name: str) -> Path:
+    """Where release ``name``'s file is kept: torch.hub's cache, ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / RELEASES[name].file_name
+
+
+def record_path(cache: Path) -> Path:
+    """The record of the hash of ``cache`` (the file this project downloaded or the user accepted)."""
+    return cache.with_name(cache.name + RECORD_SUFFIX)
+
+
+def _write_record(name: str, cache: Path, sha256: str, size: int, source: str) -> None:
+    record = {"release": name, "file": cache.name, "sha256": sha256, "size": size, "source": source,
+              "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_text(record_path(cache), json.dumps(record, indent=1) + "\n")
+
+
+def _recorded_sha256(cache: Path) -> Optional[str]:
+    try:
+        return str(json.loads(record_path(cache).read_text())["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or not one of our records
+        return None
+
+
+def verify_release_file(name: str, path: Path) -> str:
+    """The SHA-256 of ``path``, checked as release ``name``'s file: against its published digest, else against
+    the hash recorded beside it; CheckpointError naming the file, both hashes and what to do otherwise."""
     release = RELEASES[name]
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / release.file_name
+    actual = file_sha256(path)
+    again = f"Delete it and run again to download it anew (from {release.url}, published at {release.page})."
+    if release.sha256 is not None:
+        if actual != release.sha256:
+            raise CheckpointError(f"{path} is not the published {name} weights: its SHA-256 is {actual}, the "
+                                  f"published one is {release.sha256} (truncated, corrupt or another file). {again}")
+        return actual
+    recorded = _recorded_sha256(path)
+    if recorded is None:
+        raise CheckpointError(f"{path} was not downloaded by this project and {name} has no published SHA-256 to check "
+                              f"it against: its SHA-256 is {actual}. If it is the file from {release.page}, accept "
+                              f"it with: {TRUST} {name} {actual} (or delete it to download it anew)")
+    if recorded != actual:
+        raise CheckpointError(f"{path} changed since it was recorded: its SHA-256 is {actual}, the recorded one "
+                              f"{recorded} ({record_path(path).name}). {again}")
+    return actual
+
+
+def release_file(name: str) -> Path:
+    """The release's file in torch.hub's cache, verified (``verify_release_file``); downloaded when absent,
+    beside its place, and moved in only when it matches. Offline, the error says how to get it."""
+    release = RELEASES[name]
+    cache = cache_path(name)
     if cache.is_file():
+        verify_release_file(name, cache)
         return cache
     cache.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(release.url, str(cache), progress=True)
-    except Exception as err:  # URLError, HTTPError, socket errors: all mean "not available here"
-        raise NotFoundError(
-            f"cannot download the {name} weights: {cache} is not there and the download from {release.url} failed "
-            f"({type(err).__name__}: {err}). Download the file from {release.page} on a machine that is online and "
-            f"copy it to {cache} (the folder is $TORCH_HOME/hub/checkpoints), or build the network without "
-            f"weights (pretrained=False).") from err
+    with atomic_path(cache) as partial:
+        try:
+            torch.hub.download_url_to_file(release.url, str(partial), progress=True)
+        except Exception as err:  # URLError, HTTPError, socket errors: all mean "not available here"
+            accept = "" if release.sha256 else f", then accept it with {TRUST} {name} <its sha256>"
+            raise NotFoundError(
+                f"cannot download the {name} weights: {cache} is not there and the download from {release.url} "
+                f"failed ({type(err).__name__}: {err}). Download the file from {release.page} on a machine that "
+                f"is online and copy it to {cache} (the folder is $TORCH_HOME/hub/checkpoints){accept}; or build "
+                f"the network without weights (pretrained=False).") from err
+        actual = file_sha256(partial)
+        if release.sha256 is not None and actual != release.sha256:
+            raise CheckpointError(f"the download of the {name} weights from {release.url} has SHA-256 {actual}, not "
+                                  f"the published {release.sha256}: cut short or changed at the source; nothing "
+                                  f"was kept in {cache.parent}. Run again to retry, or get the file from {release.page}.")
+        if release.sha256 is None:  # recorded first: a file in the cache is never without its record
+            _write_record(name, cache, actual, partial.stat().st_size, release.url)
     return cache
+
+
+def trust(name: str, sha256: str) -> Path:
+    """Accept the file in the cache as release ``name``'s (one copied there by hand, for a release without a
+    published digest) after checking that it has ``sha256``, the hash the user checked; returns the record."""
+    if name not in RELEASES:
+        raise ConfigError(f"unknown release {name!r}; choose one of {sorted(RELEASES)}")
+    release, cache = RELEASES[name], cache_path(name)
+    if release.sha256 is not None:
+        raise ConfigError(f"{name} has a published SHA-256 ({release.sha256}): a file that does not match it is not "
+                          f"the release, and one that does needs no accepting")
+    if not cache.is_file():
+        raise NotFoundError(f"{cache} is not there: copy {name}'s file from {release.page} there first")
+    actual = file_sha256(cache)
+    if actual != sha256.strip().lower():
+        raise CheckpointError(f"{cache} has SHA-256 {actual}, not the {sha256} given: not the file that was checked")
+    _write_record(name, cache, actual, cache.stat().st_size, f"accepted by the user ({TRUST})")
+    return record_path(cache)
 
 
 def release_network(name: str) -> VPRNet:
@@ -163,3 +259,22 @@ def load_release(name: str, pretrained: bool = True) -> VPRNet:
     if pretrained:
         load_weights(net, release_file(name))
     return net.eval()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    """``python -m models.releases trust <name> <sha256>``: accept a release file put in the cache by hand."""
+    parser = argparse.ArgumentParser(prog="python -m models.releases", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    accept = commands.add_parser("trust", help="accept the file in torch.hub's cache as the release's")
+    accept.add_argument("name", help=f"the release: {', '.join(sorted(RELEASES))}")
+    accept.add_argument("sha256", help="the file's SHA-256, as the error that refused it gave it")
+    args = parser.parse_args(argv)
+    record = trust(args.name, args.sha256)
+    print(f"{cache_path(args.name)} accepted as {args.name}: its SHA-256 is recorded in {record}")
+    return record
+
+
+if __name__ == "__main__":
+    from utils.cli import run_command
+
+    run_command(main)

@@ -39,3 +39,23 @@ def seeded_image(height: int, width: int, batch: int = 1, seed: int = 0) -> Tens
 def shapes_of(state_dict: dict) -> dict[str, tuple[int, ...]]:
     """{key: shape} of a state_dict."""
     return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+def cache_as_published(state_dict: dict, weights, torch_home, monkeypatch) -> None:
+    """Put ``state_dict`` in torch.hub's cache under ``torch_home`` as torchvision's ``weights`` (a WeightsEnum
+    member) for this test: saved under a name carrying its own SHA-256 prefix, torchvision's convention, and
+    ``weights.url`` pointed at that name (the loader checks a cached file against the prefix in its name)."""
+    import hashlib
+    import io
+    from pathlib import Path
+
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    data = buffer.getvalue()
+    stem = weights.url.rsplit("/", 1)[-1].rsplit("-", 1)[0]
+    name = f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    folder = Path(torch_home) / "hub" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    monkeypatch.setattr(weights.value, "url", weights.url.rsplit("/", 1)[0] + "/" + name)
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))

@@ -245,7 +245,7 @@ def test_checkpoint_that_does_not_fit_lists_keys_and_suggests_the_configuration(
     message = str(err.value)
     assert "missing keys: aggregator.mix.1.mix.0.bias" in message
     assert "aggregator.channel_proj.weight: (16, 256)" in message
-    assert '"out_channels": 16, "mix_depth": 1' in message and "--model.image_size '[32, 32]'" in message
+    assert '"out_channels": 16, "mix_depth": 1' in message and "--data.image_size '[32, 32]'" in message
     # without settings a bare state_dict is taken for the paper's ResNet50 model: the error names what it fits
     with pytest.raises(CheckpointError, match=r"does not fit(.|\n)*--model.backbone_arch resnet18"):
         run_eval([weights], tmp_path, ["pitts30k_test"], synthetic)

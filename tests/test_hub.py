@@ -13,7 +13,7 @@ from models.layouts import boq as boq_layout, lightweight as lightweight_layout
 from reference_weights import seeded_state_dict, shapes_of
 from release_layouts import (boq_layout as boq_aggregator, dinov2_layout, mixvpr_layout, prefixed, release,
                              resnet_layout, resnet_sequential_layout, salad_layout)
-from utils.errors import ConfigError, NotFoundError
+from utils.errors import CheckpointError, ConfigError, NotFoundError
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHTWEIGHT = json.loads(gzip.decompress((REPO / "tests" / "data" / "lightweight_mixvpr_layouts.json.gz").read_bytes()))
@@ -100,7 +100,7 @@ def test_pretrained_offline_names_the_file_to_put_in_the_cache(torch_home, entry
 @pytest.mark.parametrize("backbone,name,as_lightning", [
     ("efficientnet_b0", "efficientnet_b0_128", True), ("resnet18", "resnet18_512", False)])
 def test_pretrained_loads_the_release_from_the_cache(torch_home, backbone, name, as_lightning):
-    from models.releases import RELEASES, release_name
+    from models.releases import RELEASES, file_sha256, release_name, trust
 
     saved = {k: tuple(v) for k, v in LIGHTWEIGHT["networks"][name]["layout"].items()}
     weights = seeded_state_dict(saved)
@@ -108,6 +108,10 @@ def test_pretrained_loads_the_release_from_the_cache(torch_home, backbone, name,
     cache.parent.mkdir(parents=True)
     # as that project saved them: a Lightning checkpoint (with its classifier) or a bare state_dict
     torch.save({"state_dict": weights, "epoch": 73} if as_lightning else weights, cache)
+    # a file put in the cache by hand has no record of a download: it is used once accepted by its hash
+    with pytest.raises(CheckpointError, match=r"was not downloaded by this project.*python -m models.releases trust"):
+        hub_load("lightweight_mixvpr", backbone=backbone, pretrained=True)
+    trust(release_name("lightweight", backbone), file_sha256(cache))
     net = hub_load("lightweight_mixvpr", backbone=backbone, pretrained=True)
     state = net.state_dict()
     assert set(state) == set(lightweight_layout.to_ours(weights))

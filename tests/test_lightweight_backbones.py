@@ -7,6 +7,7 @@ from models import VPRModel
 from models.backbones import build_backbone
 from models.backbones.efficientnet import EFFICIENTNETS
 from models.backbones.mobilenet import MOBILENETS
+from reference_weights import cache_as_published
 
 SPECS = {**MOBILENETS, **EFFICIENTNETS}
 LIGHTWEIGHT = sorted(SPECS)
@@ -94,9 +95,7 @@ def test_state_dict_keys_are_torchvisions_under_model_prefix(name):
 def test_pretrained_loads_cached_imagenet_weights(tmp_path, monkeypatch):
     _, weights, _, _ = MOBILENETS["mobilenet_v3_small"]
     reference = torchvision.models.mobilenet_v3_small(weights=None)
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[-1])
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache_as_published(reference.state_dict(), weights, tmp_path, monkeypatch)
     backbone = build_backbone("mobilenet_v3_small", pretrained=True, layers_to_crop=[4])
     torch.testing.assert_close(backbone.model.features[0][0].weight, reference.features[0][0].weight)
 

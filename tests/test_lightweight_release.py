@@ -27,6 +27,7 @@ from models.backbones import build_backbone
 from models.backbones.swin import SWINS, SwinV2
 from models.layouts import lightweight
 from models.architecture import infer_architecture, matching_configs
+from reference_weights import cache_as_published
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads(gzip.decompress((DATA / "lightweight_mixvpr_layouts.json.gz").read_bytes()))["networks"]
@@ -194,10 +195,8 @@ def test_mobilenet_head_is_always_20_by_20():
 
 def test_mobilenet_pretrained_loads_imagenet_weights_before_the_head_is_replaced(tmp_path, monkeypatch):
     reference = torchvision.models.mobilenet_v2(weights=None)
-    url = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1])
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache_as_published(reference.state_dict(), torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1, tmp_path,
+                       monkeypatch)
     backbone = build_backbone("mobilenet_v2", pretrained=True)
     torch.testing.assert_close(backbone.model.features[17].conv[0][0].weight, reference.features[17].conv[0][0].weight)
     assert backbone.model.features[18].weight.shape == (512, 320, 1, 1)

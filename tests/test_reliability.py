@@ -395,8 +395,15 @@ def test_malicious_checkpoint_runs_nothing_through_any_entry_point(synthetic, ma
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
     shutil.copy(path, cached)
-    with pytest.raises(CheckpointError, match=r"resnet18-f37072fd.pth needs code to run.*delete it"):
+    with pytest.raises(CheckpointError, match=r"resnet18-f37072fd.pth is not the published ImageNet weights: its "
+                                              r"SHA-256 is .*, the published one starts f37072fd.*delete it"):
         model.net.load_pretrained()
+    # a cached file whose name carries no digest (DINOv2's) is read without running its code
+    from models.backbones.imagenet_weights import load_pretrained_weights
+    shutil.copy(path, cached.with_name("dinov2_vits14_pretrain.pth"))
+    with pytest.raises(CheckpointError, match=r"dinov2_vits14_pretrain.pth needs code to run.*delete it"):
+        load_pretrained_weights(model.net, "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth",
+                                "dinov2_vits14", "DINOv2 weights")
     assert not marker.exists()
 
 

@@ -3,10 +3,11 @@
 A temporary file is named ``.<name>.<host>.<pid>.<random>.tmp`` (then the target's suffix when kept): the host
 and the pid say who writes it, so that debris can be told from a write in progress. Only the host that wrote a
 temporary can tell whether its writer still runs (``remove_orphan_temporaries``); on a shared file system
-another node's temporaries are never touched.
+another node's temporaries are never touched. Also: the SHA-256 of a file.
 """
 import errno as errno_names
 import functools
+import hashlib
 import os
 import re
 import shutil
@@ -148,6 +149,15 @@ def human_size(n: int) -> str:
             return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read in chunks of ``chunk`` bytes (about 0.5 s for 350 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -8,6 +8,7 @@ key; a value (a number, a list, a dict such as agg_config) is replaced as a whol
 from pathlib import Path
 
 from .errors import ConfigError, NotFoundError
+from .safe_config import check_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 BASE_RECIPE = CONFIG_DIR / "base.yaml"
@@ -18,8 +19,10 @@ def _load_yaml(path: Path) -> dict:
 
     if not path.is_file():
         raise NotFoundError(f"config not found: {path} (expected a YAML recipe like configs/mixvpr_resnet50_4096.yaml)")
+    text = path.read_text()
+    check_yaml(text, f"config {path}")  # size and alias-expansion limits (utils.safe_config)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):

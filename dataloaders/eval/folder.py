@@ -13,6 +13,8 @@ put in the UTM fields are caught here), and positives are only sought within the
 two zones cannot be compared); and most queries must not have most of the database as positives (degrees
 without zone fields are caught there: a whole city lies within 25 "metres").
 """
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -20,9 +22,10 @@ import numpy as np
 
 from utils.errors import ConfigError, DataError, NotFoundError
 
+from ..image_io import IMAGE_EXTENSIONS
 from .base import EvalDataset, Protocol, check_positives, check_set, positives_within
 
-EXTENSIONS = (".jpg", ".jpeg", ".png")
+EXTENSIONS = IMAGE_EXTENSIONS  # every format the decoder reads, in any case (.JPG, .TIFF)
 LAYOUT = ("<root>/images/test/database/*.jpg and <root>/images/test/queries/*.jpg, each file named "
           "@<UTM_east>@<UTM_north>@<UTM_zone_number>@<UTM_zone_letter>@<latitude>@<longitude>@...@.jpg with "
           "easting and northing in metres (e.g. @0585123.45@4477321.09@17@T@40.44133@-79.99588@@@@@@@@@.jpg)")
@@ -33,8 +36,24 @@ NORTHING_RANGE = (0.0, 10_000_000.0)
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Every image (.jpg/.jpeg/.png) under ``folder``, recursively, in sorted path order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    """Every image (``EXTENSIONS``, any case) under ``folder``, recursively, in sorted path order. Other files,
+    and hidden ones (``.DS_Store``, macOS's ``._photo.jpg``), are left out and counted, by extension, in one
+    note on stderr."""
+    images, left_out = [], Counter()
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.name.startswith("."):
+            left_out["hidden files"] += 1
+        elif path.suffix.lower() in EXTENSIONS:
+            images.append(path)
+        else:
+            left_out[path.suffix.lower() or "no extension"] += 1
+    if left_out:
+        counts = ", ".join(f"{kind} {n}" for kind, n in sorted(left_out.items()))
+        print(f"note: {folder}: left out {sum(left_out.values())} file(s) that are not images this project reads "
+              f"({counts}); images are {' '.join(EXTENSIONS)}", file=sys.stderr)
+    return sorted(images)
 
 
 def utm_from_names(paths: list[Path], what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,10 @@
 """Pretrained backbone weights (torchvision's and timm's ImageNet weights, DINOv2's), with a clear message
-when they cannot be fetched (offline)."""
+when they cannot be fetched (offline).
+
+torchvision's file names carry the first hex digits of the file's SHA-256 (``resnet18-f37072fd.pth``): a
+download is checked against them (torch.hub's ``check_hash``), and so is a file already in the cache, which
+torch.hub would use unchecked. DINOv2's and timm's files carry no digest to check.
+"""
 import pickle
 from pathlib import Path
 
@@ -7,6 +12,7 @@ import torch
 from torch import nn
 
 from utils.errors import CheckpointError
+from utils.files import file_sha256
 
 PRETRAINED_FALSE = "train from scratch with pretrained=False (command line: --model.pretrained false)"
 
@@ -20,14 +26,22 @@ def load_pretrained_weights(model: nn.Module, url: str, arch: str, kind: str = "
     or how to train without it.
     """
     cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    again = f"delete it (it is downloaded again) or replace it with the file from {url}"
+    cached = cache.is_file()
+    published = torch.hub.HASH_REGEX.search(cache.name)  # torchvision's names: <arch>-<sha256 prefix>.pth
+    if cached and published and not file_sha256(cache).startswith(published.group(1)):
+        raise CheckpointError(f"{cache} is not the published {kind}: its SHA-256 is {file_sha256(cache)}, the "
+                              f"published one starts {published.group(1)} (the file name says so): {again}")
     try:
-        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=False, map_location="cpu",
+        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, map_location="cpu",
                                                    weights_only=True)
     except pickle.UnpicklingError as err:  # a cached file that is not plain weights: never run its code
         raise CheckpointError(f"{cache} needs code to run to be loaded ({str(err).splitlines()[0]}); it is not "
-                              f"the published {kind}: delete it (it is downloaded again) or replace it with the "
-                              f"file from {url}") from None
+                              f"the published {kind}: {again}") from None
     except Exception as err:  # URLError, HTTPError, socket errors: all mean "not available here"
+        if cached:  # it was there: the file is the problem, not the network
+            raise CheckpointError(f"{cache} cannot be read as the {kind} of {arch} ({type(err).__name__}: {err}): "
+                                  f"truncated or another file; {again}") from None
         raise RuntimeError(
             f"cannot load {kind} for {arch}: {cache} is not cached and the download from "
             f"{url} failed ({type(err).__name__}: {err}). Either {PRETRAINED_FALSE}, or download that file on a "

@@ -11,7 +11,8 @@ docstrings for the networks):
 - ``swinv2_base_window12to16_192to256_22kft1k`` (saved with timm 0.6.12): patch merging
   ``backbone.model.layers.<i>.downsample.*`` becomes ``layers.<i+1>.downsample.*`` (timm moved it from
   the end of stage i to the start of stage i+1), and the saved attention masks
-  ``backbone.model.layers.<i>.blocks.<j>.attn_mask`` are dropped (timm recomputes them).
+  ``backbone.model.layers.<i>.blocks.<j>.attn_mask`` are dropped (timm recomputes them). Recognised by
+  Swin-V2's continuous position bias (``attn.cpb_mlp``), which a DINOv2 state_dict (SALAD's) lacks.
 
 Nothing else is renamed or dropped, so a strict load still reports anything unexpected.
 """
@@ -22,6 +23,9 @@ PREFIX = "backbone.model."
 CLASSIFIER = (PREFIX + "classifier.weight", PREFIX + "classifier.bias")
 # the first patch merging of a Swin-V2 saved with timm < 0.9: at the end of stage 0
 OLD_SWIN_MERGE = PREFIX + "layers.0.downsample.reduction.weight"
+# Swin-V2's own parameters: the patch embedding and the continuous position bias MLP of its attention (ViTs
+# such as DINOv2 have a patch embedding too, under the same name, but no stages of blocks with a cpb_mlp)
+SWIN_V2 = (PREFIX + "patch_embed.proj.weight", PREFIX + "layers.0.blocks.0.attn.cpb_mlp.0.weight")
 _SWIN_MERGE = re.compile(r"^backbone\.model\.layers\.(\d+)\.downsample\.")
 _SWIN_MASK = re.compile(r"^backbone\.model\.layers\.\d+\.blocks\.\d+\.attn_mask$")
 
@@ -32,7 +36,7 @@ def is_layout(state_dict: dict) -> bool:
     keys = set(state_dict)
     timm_efficientnet = PREFIX + "conv_stem.weight" in keys
     upsampled_mobilenet = PREFIX + "features.18.bias" in keys and PREFIX + "features.19.running_var" in keys
-    swin = PREFIX + "patch_embed.proj.weight" in keys
+    swin = all(k in keys for k in SWIN_V2)
     return timm_efficientnet or upsampled_mobilenet or swin
 
 
@@ -41,7 +45,7 @@ def to_ours(state_dict: dict) -> dict:
     dropped by name, Swin-V2 patch mergings of a timm < 0.9 save moved to the next stage; values are
     the same tensors, everything else passes unchanged."""
     timm_efficientnet = PREFIX + "conv_stem.weight" in state_dict
-    swin = PREFIX + "patch_embed.proj.weight" in state_dict
+    swin = all(k in state_dict for k in SWIN_V2)
     old_swin = OLD_SWIN_MERGE in state_dict
     out = {}
     for key, value in state_dict.items():
