@@ -3,6 +3,7 @@ import os
 from typing import Literal, Optional, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -47,6 +48,18 @@ def check_recipe(batch_size: int, img_per_place: int, min_img_per_place: int, im
         problems.append(f"pos_radius={pos_radius} must be positive (metres)")
     if problems:
         raise ConfigError("data settings: " + "; ".join(problems) + " (set them with --data.<name>)")
+
+
+def check_batch_fits(batch_size: int, dataset: GSVCitiesDataset) -> None:
+    """ConfigError when a step's ``batch_size`` places exceed the training set's: every epoch is cut into
+    global batches of batch_size places (``CityShuffleSampler``), and with fewer places there is not one."""
+    if dataset.num_places >= batch_size:
+        return
+    per_city = np.bincount(dataset.city_of_place, minlength=len(dataset.cities))
+    cities = ", ".join(f"{city} {n}" for city, n in zip(dataset.cities, per_city.tolist()))
+    raise ConfigError(f"data.batch_size={batch_size} places per step, but the training set has {dataset.num_places} "
+                      f"places ({cities}; places with at least min_img_per_place={dataset.min_img_per_place} images): "
+                      f"lower it (--data.batch_size {dataset.num_places} or less) or add cities (--data.cities)")
 
 
 class VPRDataModule(L.LightningDataModule):
@@ -178,6 +191,7 @@ class VPRDataModule(L.LightningDataModule):
                         raise unreadable_error("GSV-Cities", paths, bad)
                     self.skipped_at_setup["gsv_cities"] = [str(paths[i]) for i in bad]
                     self.train_dataset.without_files(bad)
+            check_batch_fits(hp.batch_size, self.train_dataset)
         if stage in ("fit", "validate") and not self.val_datasets:
             self.val_datasets = self._eval_sets(hp.val_sets, roots)
         if stage == "test" and not self.test_datasets:
