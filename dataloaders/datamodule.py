@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from utils.errors import ConfigError
 
 from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
-from .gsv_cities import TRAIN_CITIES, GSVCitiesDataset, collate_places
+from .gsv_cities import TRAIN_CITIES, GSVCitiesDataset, collate_places, fingerprint_differences
 from .roots import data_roots
 from .samplers import CityShuffleSampler, ResumableLoader
 from .transforms import DECODE_ON, EncodedCollate, EvalTransform, TrainTransform, init_worker
@@ -64,6 +64,9 @@ def check_batch_fits(batch_size: int, dataset: GSVCitiesDataset) -> None:
 
 class VPRDataModule(L.LightningDataModule):
     """GSV-Cities for training (batches of places x images), named benchmarks for validation and test.
+
+    Every checkpoint stores the fingerprint of the training data (``state_dict``): a fit resumed from it on
+    other cities, places or images stops with a ConfigError (``load_state_dict``).
 
     Args:
         gsv_root: GSV-Cities root (Dataframes/, Images/); default $GSV_CITIES_ROOT.
@@ -196,6 +199,25 @@ class VPRDataModule(L.LightningDataModule):
             self.val_datasets = self._eval_sets(hp.val_sets, roots)
         if stage == "test" and not self.test_datasets:
             self.test_datasets = self._eval_sets(hp.test_sets, roots)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the fingerprint of the training data (``GSVCitiesDataset.fingerprint``)."""
+        return {"training_data": self.train_dataset.fingerprint()} if self.train_dataset is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A resumed fit continues the checkpoint's training stream: training data that differ from the
+        fingerprint it saved (other cities, places or images; a moved copy is the same) are a ConfigError."""
+        trainer = self.trainer
+        saved = state.get("training_data")
+        if saved is None or self.train_dataset is None or trainer is None or trainer.state.fn != "fit":
+            return
+        differences = fingerprint_differences(saved, self.train_dataset.fingerprint())
+        if differences:
+            raise ConfigError(
+                f"--ckpt_path {trainer.ckpt_path}: the training data differ from the checkpoint's: "
+                + "; ".join(differences) + ". A resumed run continues the checkpoint's training stream: give the data "
+                "it trained on (the same cities; a copy at another --data.gsv_root is fine), or start a new run from "
+                "its weights with --model.init_from <checkpoint> to train on these.")
 
     @property
     def eval_image_size(self) -> tuple[int, int]:

@@ -4,6 +4,7 @@ Construction is linear in the number of images (one CSV read and one directory l
 lookups, integer sorts): about 3 s for the full 530k-image set (bench/dataset_setup.py), so every DDP
 process builds its own copy.
 """
+import hashlib
 import os
 import sys
 from collections import Counter
@@ -195,6 +196,23 @@ class GSVCitiesDataset(Dataset):
         keep &= kept_places[place_of_file]
         self._set_places(self.files[keep], remaining[kept_places], self.city_of_place[kept_places])
 
+    def fingerprint(self) -> dict:
+        """What the training stream is drawn from, as built (after ``without_files``): the cities and, per
+        city, its number of places, of images, and a SHA-256 of its image names (relative to the root) in
+        place order with the images per place. Equal fingerprints: the same places, labels and files, at
+        any root. Linear: one pass over the names (about 0.1 s at the real 527k images)."""
+        counts = np.diff(self.offsets)
+        places = np.bincount(self.city_of_place, minlength=len(self.cities))
+        images = np.bincount(self.city_of_place, weights=counts, minlength=len(self.cities)).astype(np.int64)
+        place_ends, file_ends = np.cumsum(places), np.cumsum(images)
+        digests = []
+        for c in range(len(self.cities)):
+            first_place, first_file = place_ends[c] - places[c], file_ends[c] - images[c]
+            digest = hashlib.sha256(counts[first_place:place_ends[c]].astype("<i8").tobytes())
+            digest.update("\n".join(self.files[first_file:file_ends[c]].tolist()).encode())
+            digests.append(digest.hexdigest())
+        return {"cities": list(self.cities), "places": places.tolist(), "images": images.tolist(), "digests": digests}
+
     @property
     def num_places(self) -> int:
         """Number of places kept."""
@@ -262,3 +280,17 @@ def collate_places(items: list) -> list:
     skipped = torch.cat([s for _, _, s in items]) if items else torch.zeros(0, dtype=torch.long)
     return [*default_collate(kept), skipped]
 
+
+def fingerprint_differences(saved: dict, current: dict) -> list[str]:
+    """How two ``GSVCitiesDataset.fingerprint()`` differ, in words (empty: the same training data)."""
+    if saved["cities"] != current["cities"]:
+        return [f"cities [{', '.join(saved['cities'])}] in the checkpoint, [{', '.join(current['cities'])}] given"]
+    differences = []
+    for i, city in enumerate(saved["cities"]):
+        (places, images), now = (saved["places"][i], saved["images"][i]), (current["places"][i], current["images"][i])
+        if (places, images) != now:
+            differences.append(f"{city}: {places} places of {images} images in the checkpoint, {now[0]} of {now[1]} "
+                               f"given")
+        elif saved["digests"][i] != current["digests"][i]:
+            differences.append(f"{city}: the same counts but other image files (or images per place)")
+    return differences

@@ -37,11 +37,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     that is not a PyTorch checkpoint raises CheckpointError naming it. hyper_parameters is empty for a
     bare state_dict; LightningCLI's private entries (``_instantiator``, ``_class_path``) are left out.
     """
+    return split_checkpoint(read_checkpoint_file(path), path)
+
+
+def read_checkpoint_file(path: str | Path) -> dict:
+    """The whole object a checkpoint file holds (a Lightning checkpoint's dict, or a state_dict), read as
+    ``read_checkpoint`` reads it: without running pickled code, a file that is not a checkpoint named."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"checkpoint not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
@@ -55,14 +61,22 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
         size = path.stat().st_size
         raise CheckpointError(f"{path} ({size} bytes) is not a readable PyTorch checkpoint: truncated, still "
                               f"being written, or another kind of file ({type(err).__name__}: {err})") from None
+
+
+def split_checkpoint(obj, path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, hyper_parameters) of what ``read_checkpoint_file`` read from ``path``."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        hparams = {k: v for k, v in (obj.get("hyper_parameters") or {}).items() if not str(k).startswith("_")}
-        return obj["state_dict"], hparams
+        return obj["state_dict"], public_settings(obj.get("hyper_parameters"))
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, {}
     raise CheckpointError(f"{path} is neither a Lightning checkpoint (a dict with 'state_dict') nor a state_dict "
                           f"of tensors (it holds {type(obj).__name__}"
                           + (f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else "") + ")")
+
+
+def public_settings(hyper_parameters) -> dict:
+    """Saved hyper-parameters without LightningCLI's private entries (``_instantiator``, ``_class_path``)."""
+    return {k: v for k, v in (hyper_parameters or {}).items() if not str(k).startswith("_")}
 
 
 def to_layout_of(state_dict: dict, model: nn.Module) -> tuple[dict, str]:
