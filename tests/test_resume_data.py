@@ -219,7 +219,9 @@ def test_batch_size_larger_than_the_training_places_is_refused_at_setup(syntheti
 
 def test_a_distance_given_by_name_builds_the_loss_and_the_miner():
     from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+    from pytorch_metric_learning.reducers import SumReducer
     assert type(get_loss("MultiSimilarityLoss", distance="CosineSimilarity").distance) is CosineSimilarity
+    assert type(get_loss("MultiSimilarityLoss", reducer="SumReducer").reducer) is SumReducer
     miner = get_miner("MultiSimilarityMiner", distance={"class_path": "LpDistance", "init_args": {"power": 2}})
     assert type(miner.distance) is LpDistance and miner.distance.power == 2
     dotted = get_loss("ContrastiveLoss", distance={"class_path": "pytorch_metric_learning.distances.LpDistance"})

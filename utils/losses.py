@@ -1,4 +1,5 @@
-"""Metric-learning losses and miners from pytorch-metric-learning, by exact class name."""
+"""Metric-learning losses and miners from pytorch-metric-learning, by exact class name (their distance and
+reducer settings too: ``{"distance": "CosineSimilarity"}`` in a config)."""
 import inspect
 
 from pytorch_metric_learning import distances, losses, miners, reducers
