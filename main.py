@@ -8,7 +8,8 @@ validate (the validation sets) and test (the recipe's test sets, ``data.test_set
 
 Every run writes into a new folder ``<logs_dir>/<name>/version_<n>/`` (CSV and TensorBoard logs,
 config.yaml, checkpoints/): no command deletes or rewrites what an earlier run wrote. A resumed run
-(``--ckpt_path``) is a new version too; its config.yaml records the checkpoint it resumed from.
+(``--ckpt_path``) is a new version too; its config.yaml records the checkpoint it resumed from. It continues
+the checkpoint's own settings and training data, or stops with one line that says what differs (check_resume).
 A run that the cluster stops (SIGTERM; SIGUSR1 too, unless Lightning's SLURM auto-requeue takes it) finishes
 its optimizer step, saves ``checkpoints/last.ckpt``, prints the command that resumes it and exits with 128 +
 the signal's number (143, 138): ``utils/preemption.py``.
@@ -25,8 +26,9 @@ from lightning.pytorch.cli import LightningCLI
 
 from dataloaders.datamodule import VPRDataModule
 from dataloaders.eval import eval_set_name
-from models import VPRModel, VPRNet, load_model, load_weights, read_checkpoint
-from models.loading import open_checkpoint
+from models import VPRModel, VPRNet, load_model, load_weights
+from models.loading import architecture_of, public_settings, read_checkpoint_file, split_checkpoint
+from models.network import build_network
 from utils.cli import run_command
 from utils.errors import CheckpointError, ConfigError
 from dataloaders.unreadable import SkippedImages
@@ -68,15 +70,16 @@ class VPRCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if not ckpt_path:
             return
-        hparams = check_resume(ckpt_path, config, self.config.get("subcommand"), self._given)
-        eval_size = recorded_eval_size(ckpt_path, config, self._given)
-        if hparams or eval_size:
+        checkpoint = read_checkpoint_file(ckpt_path)  # read once: a release-sized file takes seconds
+        taken = check_resume(ckpt_path, config, self.config.get("subcommand"), self._given, checkpoint)
+        eval_size = recorded_eval_size(ckpt_path, config, self._given, checkpoint)
+        if eval_size:
+            taken["data"]["eval_image_size"] = eval_size
+        if taken["model"] or taken["data"]:
             # the model's image size follows data.image_size (a linked setting)
-            data = {"image_size": hparams.pop("image_size")} if "image_size" in hparams else {}
-            if eval_size:
-                data["eval_image_size"] = eval_size
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams, "data": data}},
-                                                   self.config)
+            if "image_size" in taken["model"]:
+                taken["data"]["image_size"] = taken["model"].pop("image_size")
+            self.config = self.parser.parse_object({self.config.subcommand: taken}, self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -119,7 +122,7 @@ class VPRCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         # what was given explicitly on the command line (not from configs or defaults): checked against a checkpoint
         self._given = [a.split("=", 1)[0][2:] for a in (args or [])
-                       if isinstance(a, str) and a.startswith(("--model.", "--data.image_size", "--data.eval_image_size"))]
+                       if isinstance(a, str) and a.startswith(("--model.", "--data."))]
         self._verbose_given = any(isinstance(a, str) and a.split("=", 1)[0] == "--verbose" for a in (args or []))
         # this command line: a preempted run prints it to resume
         self._args = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
@@ -130,6 +133,19 @@ class VPRCLI(LightningCLI):
 EVALUATION_ARGS = ("recall_k",)  # what validate/test report: may differ there
 # how the same computation runs (memory layout, recomputation, where faiss searches): may change on any resume
 RUNTIME_ARGS = ("faiss_gpu", "keep_eval_descriptors", "channels_last", "activation_checkpointing")
+# Data settings a resumed fit may change: every other data setting the checkpoint stores is compared, so a
+# new setting is checked unless it is listed here with its reason.
+SAME_STREAM_DATA = (
+    "num_workers",      # a place's images and augmentation are drawn from (seed, epoch, place) in any worker
+    "check_images",     # only checks the files first (the images it leaves out show in the data's fingerprint)
+    "skip_unreadable",  # readable images are drawn as before; a run stopped by an unreadable one resumes with it on
+    "eval_batch_size", "val_sets", "test_sets", "eval_image_size", "pos_radius",  # evaluation only
+    "pitts_root", "msls_root",  # where the evaluation sets are
+    # which training data, and where: compared as the data themselves (the datamodule's fingerprint of the
+    # cities, places and images, checked when the checkpoint is restored), so a moved copy resumes
+    "gsv_root", "synthetic", "synthetic_dir", "cities",
+    "image_size",       # compared once, as the model's image size (data.image_size is linked to it)
+)
 
 
 def _plain(value):
@@ -143,42 +159,81 @@ def _plain(value):
     return value
 
 
-def check_resume(ckpt_path, config, subcommand: Optional[str], given: Sequence[str]) -> dict:
-    """The model settings a run with ``--ckpt_path`` takes from the checkpoint.
+def _same(a, b) -> bool:
+    """Equal settings, as plain data; an empty dict is no options, the same as None (miner_config={} is the
+    model's canonical form of miner_config None)."""
+    a, b = _plain(a), _plain(b)
+    return (None if a == {} else a) == (None if b == {} else b)
 
-    The checkpoint's weights fix its architecture, and a resumed fit restores its optimizer and
-    schedule: so a setting given explicitly on the command line that differs from the checkpoint's is
-    an error naming the conflict (except evaluation settings such as recall_k when validating or
-    testing, and settings of how the same computation runs, such as channels_last or activation_checkpointing); a setting that differs only through a config file or a default is taken from the
-    checkpoint and said so. To train other settings from a checkpoint's weights, start a new run with
-    ``--model.init_from``.
+
+def check_resumable(ckpt_path, checkpoint: dict) -> None:
+    """CheckpointError unless ``checkpoint`` holds a training state this project's fit can continue exactly."""
+    version = str(checkpoint.get("pytorch-lightning_version", ""))
+    start_new = (f"To train from its weights start a new run with --model.init_from {ckpt_path} (and the recipe's "
+                 f"--config); validate and test take it with --ckpt_path as it is.")
+    if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 2:
+        raise CheckpointError(
+            f"--ckpt_path {ckpt_path} was written by Lightning {version} (the original MixVPR code or another "
+            f"project): its optimizer, schedule and loop states are not this project's (the original trains one "
+            f"parameter group with a hand-written warm-up), so its training cannot continue exactly. {start_new}")
+    if "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"--ckpt_path {ckpt_path} holds weights only (saved with save_weights_only: no optimizer or schedule "
+            f"state), so its training cannot continue exactly. {start_new}")
+
+
+def check_resume(ckpt_path, config, subcommand: Optional[str], given: Sequence[str],
+                 checkpoint: Optional[dict] = None) -> dict:
+    """The settings a run with ``--ckpt_path`` takes from the checkpoint: {'model': {...}, 'data': {...}}.
+
+    The checkpoint's weights fix its architecture, and a resumed fit restores its optimizer, schedule and
+    place in the training stream: so a setting given explicitly on the command line that differs from the
+    checkpoint's is an error naming the conflict (except evaluation settings such as recall_k when
+    validating or testing, and settings of how the same computation runs, such as channels_last or
+    activation_checkpointing); a setting that differs only through a config file or a default is taken from
+    the checkpoint and said so. A fit compares the data settings too (all but ``SAME_STREAM_DATA``), and
+    refuses checkpoints it cannot continue (``check_resumable``); the training data themselves are compared
+    when the checkpoint is restored (``VPRDataModule.load_state_dict``). A checkpoint without an image size
+    (the original MixVPR code's) is taken at the one its architecture implies, as ``load_model`` does. To
+    train other settings or data from a checkpoint's weights, start a new run with ``--model.init_from``.
+    ``checkpoint``: the file's contents when already read (``read_checkpoint_file``).
     """
-    _, hparams = read_checkpoint(ckpt_path)
+    checkpoint = read_checkpoint_file(ckpt_path) if checkpoint is None else checkpoint
+    hparams = split_checkpoint(checkpoint, ckpt_path).hyper_parameters
     if not hparams:
         raise CheckpointError(
             f"--ckpt_path {ckpt_path} is a bare state_dict, not one of our Lightning checkpoints: it holds weights "
             f"but no run to resume or settings to rebuild the model from. To start training from these weights use "
             f"--model.init_from {ckpt_path} (with the recipe's --config); to evaluate them use "
             f"python eval.py --checkpoint {ckpt_path} --config <recipe>.")
+    if subcommand == "fit":
+        check_resumable(ckpt_path, checkpoint)
+    if hparams.get("image_size") is None:
+        hparams["image_size"] = list(build_network(**architecture_of(hparams)).image_size)
     current = {k: _plain(v) for k, v in config.model.items()}
     current["image_size"] = _plain(config.data.image_size)
-    taken, conflicts, notes = {}, [], []
-    for key, saved in hparams.items():
-        if key not in current:
-            continue
-        saved = _plain(saved)
-        explicit = f"model.{key}" in given or (key == "image_size" and "data.image_size" in given)
-        if current[key] == saved:
-            continue
-        if explicit and (key in RUNTIME_ARGS or (subcommand != "fit" and key in EVALUATION_ARGS)):
-            continue
-        if explicit:
-            conflicts.append(f"{key}={current[key]!r} given, the checkpoint has {saved!r}")
-            continue
-        taken[key] = saved
-        notes.append(f"{key}={saved!r} (settings said {current[key]!r})")
+    sections = [("model", hparams, current)]
+    if subcommand == "fit":
+        data = public_settings(checkpoint.get("datamodule_hyper_parameters"))
+        sections.append(("data", {k: v for k, v in data.items() if k not in SAME_STREAM_DATA},
+                         {k: _plain(v) for k, v in config.data.items()}))
+    taken, conflicts, notes = {"model": {}, "data": {}}, [], []
+    for section, saved_settings, current in sections:
+        for key, saved in saved_settings.items():
+            if key not in current or _same(current[key], saved):
+                continue
+            saved = _plain(saved)
+            explicit = f"{section}.{key}" in given or (key == "image_size" and "data.image_size" in given)
+            may_differ = key in RUNTIME_ARGS or (subcommand != "fit" and key in EVALUATION_ARGS)
+            if explicit and section == "model" and may_differ:
+                continue
+            if explicit:
+                conflicts.append(f"{key}={current[key]!r} given, the checkpoint has {saved!r}")
+                continue
+            taken[section][key] = saved
+            notes.append(f"{key}={saved!r} (settings said {current[key]!r})")
     if conflicts:
-        kind = "architecture or training" if subcommand == "fit" else "architecture"
+        kind = "architecture, training or training data" if subcommand == "fit" else "architecture"
         raise ConfigError(
             f"--ckpt_path {ckpt_path}: settings conflict with the checkpoint's {kind} settings: " + "; ".join(conflicts)
             + ". A checkpoint continues with its own settings: drop those flags, or start a new run from its "
@@ -188,11 +243,13 @@ def check_resume(ckpt_path, config, subcommand: Optional[str], given: Sequence[s
     return taken
 
 
-def recorded_eval_size(ckpt_path, config, given: Sequence[str]) -> Optional[list[int]]:
+def recorded_eval_size(ckpt_path, config, given: Sequence[str], checkpoint: Optional[dict] = None
+                       ) -> Optional[list[int]]:
     """The evaluation size a run with ``--ckpt_path`` takes from the checkpoint's preprocessing record (the
     size it was validated at), unless ``--data.eval_image_size`` is given on the command line; a config's or
     the default's other size is said in a note. None: the checkpoint records none (then the settings hold)."""
-    record = open_checkpoint(ckpt_path).preprocessing
+    checkpoint = read_checkpoint_file(ckpt_path) if checkpoint is None else checkpoint
+    record = split_checkpoint(checkpoint, ckpt_path).preprocessing
     if record is None or "data.eval_image_size" in given:
         return None
     size = list(record.image_size)

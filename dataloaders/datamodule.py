@@ -3,13 +3,14 @@ import os
 from typing import Literal, Optional, Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from utils.errors import ConfigError
 
 from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
-from .gsv_cities import TRAIN_CITIES, GSVCitiesDataset, collate_places
+from .gsv_cities import TRAIN_CITIES, GSVCitiesDataset, collate_places, fingerprint_differences
 from .roots import data_roots
 from .samplers import CityShuffleSampler, ResumableLoader
 from .transforms import DECODE_ON, EncodedCollate, EvalTransform, TrainTransform, init_worker
@@ -49,8 +50,23 @@ def check_recipe(batch_size: int, img_per_place: int, min_img_per_place: int, im
         raise ConfigError("data settings: " + "; ".join(problems) + " (set them with --data.<name>)")
 
 
+def check_batch_fits(batch_size: int, dataset: GSVCitiesDataset) -> None:
+    """ConfigError when a step's ``batch_size`` places exceed the training set's: every epoch is cut into
+    global batches of batch_size places (``CityShuffleSampler``), and with fewer places there is not one."""
+    if dataset.num_places >= batch_size:
+        return
+    per_city = np.bincount(dataset.city_of_place, minlength=len(dataset.cities))
+    cities = ", ".join(f"{city} {n}" for city, n in zip(dataset.cities, per_city.tolist()))
+    raise ConfigError(f"data.batch_size={batch_size} places per step, but the training set has {dataset.num_places} "
+                      f"places ({cities}; places with at least min_img_per_place={dataset.min_img_per_place} images): "
+                      f"lower it (--data.batch_size {dataset.num_places} or less) or add cities (--data.cities)")
+
+
 class VPRDataModule(L.LightningDataModule):
     """GSV-Cities for training (batches of places x images), named benchmarks for validation and test.
+
+    Every checkpoint stores the fingerprint of the training data (``state_dict``): a fit resumed from it on
+    other cities, places or images stops with a ConfigError (``load_state_dict``).
 
     Args:
         gsv_root: GSV-Cities root (Dataframes/, Images/); default $GSV_CITIES_ROOT.
@@ -178,10 +194,30 @@ class VPRDataModule(L.LightningDataModule):
                         raise unreadable_error("GSV-Cities", paths, bad)
                     self.skipped_at_setup["gsv_cities"] = [str(paths[i]) for i in bad]
                     self.train_dataset.without_files(bad)
+            check_batch_fits(hp.batch_size, self.train_dataset)
         if stage in ("fit", "validate") and not self.val_datasets:
             self.val_datasets = self._eval_sets(hp.val_sets, roots)
         if stage == "test" and not self.test_datasets:
             self.test_datasets = self._eval_sets(hp.test_sets, roots)
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the fingerprint of the training data (``GSVCitiesDataset.fingerprint``)."""
+        return {"training_data": self.train_dataset.fingerprint()} if self.train_dataset is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A resumed fit continues the checkpoint's training stream: training data that differ from the
+        fingerprint it saved (other cities, places or images; a moved copy is the same) are a ConfigError."""
+        trainer = self.trainer
+        saved = state.get("training_data")
+        if saved is None or self.train_dataset is None or trainer is None or trainer.state.fn != "fit":
+            return
+        differences = fingerprint_differences(saved, self.train_dataset.fingerprint())
+        if differences:
+            raise ConfigError(
+                f"--ckpt_path {trainer.ckpt_path}: the training data differ from the checkpoint's: "
+                + "; ".join(differences) + ". A resumed run continues the checkpoint's training stream: give the data "
+                "it trained on (the same cities; a copy at another --data.gsv_root is fine), or start a new run from "
+                "its weights with --model.init_from <checkpoint> to train on these.")
 
     @property
     def eval_image_size(self) -> tuple[int, int]:

@@ -59,11 +59,17 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     bare state_dict; LightningCLI's private entries (``_instantiator``, ``_class_path``) are left out.
     A malformed preprocessing record raises CheckpointError.
     """
+    return split_checkpoint(read_checkpoint_file(path), path)
+
+
+def read_checkpoint_file(path: str | Path) -> dict:
+    """The whole object a checkpoint file holds (a Lightning checkpoint's dict, or a state_dict), read as
+    ``read_checkpoint`` reads it: without running pickled code, a file that is not a checkpoint named."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"checkpoint not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
@@ -77,8 +83,12 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         size = path.stat().st_size
         raise CheckpointError(f"{path} ({size} bytes) is not a readable PyTorch checkpoint: truncated, still "
                               f"being written, or another kind of file ({type(err).__name__}: {err})") from None
+
+
+def split_checkpoint(obj, path: str | Path) -> Checkpoint:
+    """The ``Checkpoint`` (state_dict, hyper_parameters, preprocessing) of what ``read_checkpoint_file`` read from ``path``."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        hparams = {k: v for k, v in (obj.get("hyper_parameters") or {}).items() if not str(k).startswith("_")}
+        hparams = public_settings(obj.get("hyper_parameters"))
         record = obj.get(PREPROCESSING_KEY)
         try:
             preprocessing = Preprocessing.from_dict(record) if record is not None else None
@@ -90,6 +100,11 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     raise CheckpointError(f"{path} is neither a Lightning checkpoint (a dict with 'state_dict') nor a state_dict "
                           f"of tensors (it holds {type(obj).__name__}"
                           + (f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else "") + ")")
+
+
+def public_settings(hyper_parameters) -> dict:
+    """Saved hyper-parameters without LightningCLI's private entries (``_instantiator``, ``_class_path``)."""
+    return {k: v for k, v in (hyper_parameters or {}).items() if not str(k).startswith("_")}
 
 
 def to_layout_of(state_dict: dict, model: nn.Module) -> tuple[dict, str]:

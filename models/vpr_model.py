@@ -82,8 +82,9 @@ class VPRModel(L.LightningModule):
             over 4000, no warm-up), and takes no milestones.
         lr_end_factor: lr_schedule linear: the final factor, 0..1.
         lr_decay_steps: lr_schedule linear: optimizer steps of the decay.
-        loss_config: extra arguments of the loss.
-        miner_config: extra arguments of the miner.
+        loss_config: extra arguments of the loss (a distance or reducer by class name, e.g.
+            ``{distance: CosineSimilarity}``, or as ``{class_path: ..., init_args: {...}}``).
+        miner_config: extra arguments of the miner (as loss_config).
         recall_k: the K of recall@K computed at evaluation.
         keep_eval_descriptors: keep the last evaluation's descriptors per set in ``eval_descriptors``
             (memory: 1.5 GB for Pitts250k at 4096-d); recalls are always kept in ``eval_recalls``.

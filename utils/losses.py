@@ -1,7 +1,8 @@
-"""Metric-learning losses and miners from pytorch-metric-learning, by exact class name."""
+"""Metric-learning losses and miners from pytorch-metric-learning, by exact class name (their distance and
+reducer settings too: ``{"distance": "CosineSimilarity"}`` in a config)."""
 import inspect
 
-from pytorch_metric_learning import distances, losses, miners
+from pytorch_metric_learning import distances, losses, miners, reducers
 
 from .errors import ConfigError
 
@@ -15,6 +16,13 @@ def _classes(module, base) -> dict:
 _NOT_USABLE = {"GenericPairLoss", "EmbeddingsAlreadyPackagedAsTriplets"}
 LOSSES = {n: c for n, c in _classes(losses, losses.BaseMetricLossFunction).items() if n not in _NOT_USABLE}
 MINERS = {n: c for n, c in _classes(miners, miners.BaseMiner).items() if n not in _NOT_USABLE}
+
+DISTANCES = _classes(distances, distances.BaseDistance)
+REDUCERS = _classes(reducers, reducers.BaseReducer)
+# settings that take a pytorch-metric-learning object: given in a config as the class name, or as
+# {class_path: <name or pytorch_metric_learning.<module>.<name>>, init_args: {...}}
+OBJECT_SETTINGS = {"distance": (distances, distances.BaseDistance, DISTANCES),
+                   "reducer": (reducers, reducers.BaseReducer, REDUCERS)}
 
 # The paper's settings (MixVPR, Sec. 4): MS loss alpha 1, beta 50, base 0 on dot-product similarity;
 # MS miner epsilon 0.1 on cosine similarity.
@@ -50,4 +58,20 @@ def _build(cls, name: str, config: dict):
     unknown = sorted(set(config) - accepted)
     if unknown:
         raise ConfigError(f"{name} does not take {unknown}; its settings are {sorted(accepted)}")
-    return cls(**config)
+    return cls(**{k: _object(name, k, v) if k in OBJECT_SETTINGS else v for k, v in config.items()})
+
+
+def _object(owner: str, setting: str, value):
+    """The pytorch-metric-learning object a ``distance``/``reducer`` setting names (an instance passes)."""
+    module, base, choices = OBJECT_SETTINGS[setting]
+    if isinstance(value, base):
+        return value
+    class_path, init_args = value, {}
+    if isinstance(value, dict) and set(value) <= {"class_path", "init_args"} and "class_path" in value:
+        class_path, init_args = value["class_path"], dict(value.get("init_args") or {})
+    if isinstance(class_path, str):
+        class_name = class_path.removeprefix(f"{module.__name__}.")
+        if class_name in choices:
+            return _build(choices[class_name], class_name, init_args)
+    raise ConfigError(f"{owner} {setting} {value!r}: give a pytorch-metric-learning {setting} by its exact class name, "
+                      f"one of {', '.join(sorted(choices))}, or as {{class_path: <name>, init_args: {{...}}}}")

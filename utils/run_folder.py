@@ -4,8 +4,8 @@ latest epoch, or the step where a preempted run stopped (``utils.preemption``).
 Each run (fit, validate, test, resumed or not) logs into a new ``<logs_dir>/<name>/version_<n>/``:
 CSV and TensorBoard logs, config.yaml, checkpoints/. The number is reserved by creating the folder
 (exclusive ``mkdir`` on the first process) after the data were opened and checked, just before the
-Trainer is made; a run that fails before it trained a step removes the folder it reserved, so failed
-starts leave nothing behind.
+Trainer is made; a run that fails before it trained a step of its own (fresh or resumed) removes the
+folder it reserved, so failed starts leave nothing behind.
 """
 import os
 import shutil
@@ -28,11 +28,14 @@ SETUP_FILES = {"config.yaml", "hparams.yaml", "checkpoints", "metrics.csv"}
 class RunFolder(Callback):
     """The run's own folder: ``reserve`` creates it (exclusively, on the first process) before the Trainer
     exists; as a callback it clears what killed writers of this host left in the name's run folders
-    (``utils.files.remove_orphan_temporaries``) and, when the run fails before its first optimizer step,
-    removes the folder again (a failed start leaves nothing behind)."""
+    (``utils.files.remove_orphan_temporaries``) and, when the run fails before its own first optimizer step
+    (a resumed run: before its first step after the checkpoint's), removes the folder again (a failed start
+    leaves nothing behind)."""
 
     def __init__(self, folder: Optional[Path] = None):
         self.folder = folder
+        # the optimizer step this run's training began at (a resumed run's is the checkpoint's); None until then
+        self.first_step: Optional[int] = None
 
     @staticmethod
     def reserve(loggers: list) -> Optional[Path]:
@@ -59,10 +62,15 @@ class RunFolder(Callback):
             runs = sorted(self.folder.parent.glob("version_*"))
             remove_orphan_temporaries(*runs, *(run / "checkpoints" for run in runs))
 
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.first_step = trainer.global_step
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        # a run that never trained leaves nothing: only a folder holding what setting up wrote is removed
+        # a run that trained no step of its own leaves nothing (a resumed one failing before its first step
+        # too, though its step count is the checkpoint's): only a folder holding what setting up wrote is removed
         folder = self.folder
-        if folder is None or not trainer.is_global_zero or trainer.global_step > 0 or not folder.is_dir():
+        trained = self.first_step is not None and trainer.global_step > self.first_step
+        if folder is None or not trainer.is_global_zero or trained or not folder.is_dir():
             return
         written = {p.name for p in folder.iterdir()} - SETUP_FILES
         checkpoints = folder / "checkpoints"
