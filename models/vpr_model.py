@@ -182,6 +182,8 @@ class VPRModel(L.LightningModule):
         # loaded when training starts; the loss module once the teacher's descriptor size is known
         self.distillation = distillation
         self.teacher: Optional[Teacher] = None
+        # initial weights (init_from / pretrained): None, then pending (setup), loaded or restored (a checkpoint)
+        self._initial_weights: Optional[str] = None
         self.distill_loss_fn: Optional[torch.nn.Module] = None
         self._eval_outputs: dict[int, list[tuple[Tensor, Tensor]]] = {}
         self.eval_descriptors: dict[str, np.ndarray] = {}
@@ -213,13 +215,13 @@ class VPRModel(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Before the first step: the initial weights (``init_from`` or the backbone's pretrained ones; not
         when resuming, which restores trained ones) and, for training, the distillation teacher."""
-        resuming = self.trainer.ckpt_path is not None
         self.net.preprocessing = self.eval_preprocessing()
         self.check_eval_image_size()
-        if self.hparams.init_from and not resuming:
-            load_weights(self, self.hparams.init_from)
-        elif self.hparams.pretrained and not resuming and stage == "fit":
-            self.net.load_pretrained()
+        # the initial weights load once the Trainer has restored any checkpoint (which cancels them, in
+        # on_load_checkpoint): in setup, Lightning has not set trainer.ckpt_path yet, and a resumed run on an
+        # offline node must not fetch weights (or read an init_from file) that the checkpoint overwrites
+        if self._initial_weights is None and (self.hparams.init_from or (self.hparams.pretrained and stage == "fit")):
+            self._initial_weights = "pending"
         if stage != "fit":
             return
         if self.distillation is not None:
@@ -270,15 +272,35 @@ class VPRModel(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """The checkpoint's evaluation preprocessing becomes the network's; a distilled checkpoint's loss
         module (e.g. the projection head) is rebuilt before its weights load."""
+        self._initial_weights = "restored"  # the checkpoint's weights replace any initial ones
         if checkpoint.get(PREPROCESSING_KEY) is not None:
             self.net.preprocessing = Preprocessing.from_dict(checkpoint[PREPROCESSING_KEY])
         if self.distillation is not None and self.distill_loss_fn is None:
             projection = checkpoint["state_dict"].get("distill_loss_fn.proj.weight")
             self._build_distill_loss(projection.shape[0] if projection is not None else 0)
 
+    def load_initial_weights(self) -> None:
+        """``init_from``'s weights, else the backbone's pretrained ones, unless a checkpoint was restored; once.
+        Loaded in place (parameters keep their identity), so the optimizer and DDP built around them hold."""
+        if self._initial_weights != "pending":
+            return
+        self._initial_weights = "loaded"
+        if self.hparams.init_from:
+            load_weights(self, self.hparams.init_from)
+        else:
+            self.net.load_pretrained()
+
     def on_fit_start(self):
+        # after the Trainer restored a checkpoint (single process and DDP restore before this hook)
+        self.load_initial_weights()
         if self.teacher is not None:
             self.teacher.to(self.device)
+
+    def on_validation_start(self):
+        self.load_initial_weights()  # validate/test without a checkpoint: the init_from weights
+
+    def on_test_start(self):
+        self.load_initial_weights()
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Images arrive as uint8 (or as file bytes, with data.decode_on=gpu): normalise on the device."""

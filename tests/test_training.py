@@ -211,3 +211,31 @@ def test_ddp_recall_equals_single_process(synthetic, tmp_path):
     np.testing.assert_allclose(results[2][0], results[1][0], atol=1e-5)
     assert results[2][1] == results[1][1]
     assert len(results[1][0]) % 2 == 1  # the odd count made the distributed sampler pad
+
+
+def test_resume_loads_no_initial_weights_it_would_overwrite(synthetic, tmp_path, monkeypatch):
+    # a cluster's compute node is often offline: resuming a pretrained (or init_from) run must not fetch
+    # ImageNet weights or read the init_from file that the checkpoint's weights replace anyway
+    from models.network import VPRNet
+
+    calls = []
+    monkeypatch.setattr(VPRNet, "load_pretrained", lambda net: calls.append("pretrained"))
+    start = tmp_path / "start.ckpt"
+    first = main(tiny_cli_args(synthetic, tmp_path, epochs=1, name="first") + ["--trainer.num_sanity_val_steps", "0"])
+    torch.save(first.model.state_dict(), start)
+    args = lambda epochs: tiny_cli_args(synthetic, tmp_path, epochs=epochs, name="pretrained") + [
+        "--model.pretrained", "true", "--model.init_from", str(start), "--trainer.num_sanity_val_steps", "0"]
+    run = main(args(1))
+    # init_from wins over pretrained; the weights are loaded once the Trainer knows it is not resuming
+    assert calls == [] and run.trainer.global_step == 2
+    last = Path(run.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    start.unlink()
+    resumed = main(args(2) + ["--ckpt_path", str(last)])
+    assert calls == [] and resumed.trainer.global_step == 4
+    plain = main(tiny_cli_args(synthetic, tmp_path, epochs=1, name="plain") + [
+        "--model.pretrained", "true", "--trainer.num_sanity_val_steps", "0"])
+    assert calls == ["pretrained"] and plain.trainer.global_step == 2
+    last = Path(plain.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    main(tiny_cli_args(synthetic, tmp_path, epochs=2, name="plain") + [
+        "--model.pretrained", "true", "--trainer.num_sanity_val_steps", "0", "--ckpt_path", str(last)])
+    assert calls == ["pretrained"]
