@@ -323,3 +323,19 @@ def test_fit_from_a_weights_only_checkpoint_is_refused(synthetic, tmp_path, four
         main(tiny_cli_args(synthetic, tmp_path / "logs", epochs=2) + ["--data.cities", FOUR_FLAG,
                                                                       "--ckpt_path", str(path)])
     assert versions(tmp_path / "logs") == []
+
+
+def test_resume_with_another_seed_everything_is_refused(synthetic, tmp_path):
+    # the per-step random draws (dropout, the device's augmentation) are a function of seed_everything's seed
+    from main import main
+    from tiny_cli import tiny_cli_args
+    from utils.errors import ConfigError
+
+    first = main(tiny_cli_args(synthetic, tmp_path, epochs=1, name="seeded") + ["--trainer.num_sanity_val_steps", "0"])
+    last = Path(first.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    args = tiny_cli_args(synthetic, tmp_path, epochs=2, name="seeded") + [
+        "--trainer.num_sanity_val_steps", "0", "--ckpt_path", str(last)]
+    with pytest.raises(ConfigError, match=r"seed_everything=1 given, the checkpoint's run has 0(.|\n)*--model.init_from"):
+        main(args + ["--seed_everything", "1"])
+    assert sorted(p.name for p in (tmp_path / "seeded").glob("version_*")) == ["version_0"]
+    assert main(args).trainer.global_step == 4

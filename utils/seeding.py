@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from .errors import ConfigError
+
 # where Lightning's seed_everything (LightningCLI's --seed_everything) leaves the seed it set
 SEED_ENV = "PL_GLOBAL_SEED"
 
@@ -21,7 +23,20 @@ class StepSeeds(Callback):
     else drawn in the main process then depend on where the step is in training, not on what ran
     before, so a run resumed from a checkpoint draws what the uninterrupted run drew. The seed is the
     one ``seed_everything`` set; without one, nothing is seeded. (The images and augmentations drawn by
-    the data workers depend on (seed, epoch, place): ``GSVCitiesDataset``.)"""
+    the data workers depend on (seed, epoch, place): ``GSVCitiesDataset``.) The seed is stored in every
+    checkpoint: resuming with another one would draw another stream, and is refused."""
+
+    def state_dict(self) -> dict:
+        base = os.environ.get(SEED_ENV)
+        return {"seed": None if base is None else int(base)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved, current = state_dict.get("seed"), self.state_dict()["seed"]
+        if "seed" in state_dict and saved != current:
+            raise ConfigError(
+                f"--seed_everything={current} given, the checkpoint's run has {saved}: every training step's random "
+                f"draws follow that seed, so the run would not continue as it was. Drop the flag (or give "
+                f"--seed_everything {saved}), or start a new run from its weights with --model.init_from <checkpoint>.")
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
         base = os.environ.get(SEED_ENV)
