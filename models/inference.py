@@ -75,7 +75,7 @@ def check_descriptors(descriptors: np.ndarray, unreadable: np.ndarray, model, na
         cause = (f"its weights hold NaN or inf ({len(broken)} of {len(tensors)} tensors, e.g. {broken[0]}): a run "
                  f"that diverged? Use an earlier checkpoint")
     else:
-        cause = (f"its weights are finite, so the forward pass overflowed"
+        cause = ("its weights are finite, so the forward pass overflowed"
                  + (f" at precision {precision}: use --precision 32" if precision not in ("32", "32-true") else ""))
     raise CheckpointError(f"{name}: non-finite (NaN or inf) descriptors for {len(bad)} of {int(readable.sum())} "
                           f"readable images{example}; {cause}")

@@ -43,3 +43,14 @@ def tiny_dinov2(monkeypatch) -> dict:
         monkeypatch.setitem(BACKBONES, name, partial(DINOv2, name))
     monkeypatch.setitem(VPRModel.__init__.__annotations__, "backbone_arch", Literal[tuple(BACKBONES)])
     return sizes
+
+
+@pytest.fixture(scope="module")
+def gem_weights(tmp_path_factory):
+    """A bare state_dict file of ResNet18 + GeM (any image size fits it)."""
+    from models import VPRModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gem") / "gem.pth"
+    torch.save(VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32)).state_dict(), path)
+    return path

@@ -147,14 +147,6 @@ class ForwardCounter:
         monkeypatch.setattr(VPRNet, "forward", counted)
 
 
-@pytest.fixture(scope="module")
-def gem_weights(tmp_path_factory) -> Path:
-    """A bare state_dict of ResNet18 + GeM: any image size fits it."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gem") / "gem.pth"
-    torch.save(VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32)).state_dict(), path)
-    return path
-
 
 GEM_FLAGS = ["--model.backbone_arch", "resnet18", "--model.layers_to_crop", "[4]", "--model.agg_arch", "GeM",
              "--model.agg_config", "{}"]

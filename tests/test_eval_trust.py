@@ -38,14 +38,6 @@ def newest(out_dir: Path) -> Path:
     return max(out_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
-@pytest.fixture(scope="module")
-def gem_weights(tmp_path_factory) -> Path:
-    """A bare state_dict of ResNet18 + GeM (any image size fits it)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gem") / "gem.pth"
-    torch.save(VPRModel(backbone_arch="resnet18", agg_arch="GeM", image_size=(32, 32)).state_dict(), path)
-    return path
-
 
 # ------------------------------------------------------------------------------ 1. the cache knows the network
 def convap(s: int) -> list[str]:
