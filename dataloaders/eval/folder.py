@@ -16,7 +16,7 @@ without zone fields are caught there: a whole city lies within 25 "metres").
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from utils.errors import ConfigError, DataError, NotFoundError
 
 from ..image_io import IMAGE_EXTENSIONS
 from .base import EvalDataset, Protocol, check_positives, check_set, positives_within
+
+if TYPE_CHECKING:
+    from .registry import Format
 
 EXTENSIONS = IMAGE_EXTENSIONS  # every format the decoder reads, in any case (.JPG, .TIFF)
 LAYOUT = ("<root>/images/test/database/*.jpg and <root>/images/test/queries/*.jpg, each file named "
