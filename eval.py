@@ -7,21 +7,32 @@
         --config configs/mixvpr_resnet50_4096.yaml --benchmarks '[pitts30k_test]' --data.pitts_root /data/pittsburgh
     python eval.py --checkpoint LOGS/synthetic_demo/version_0/checkpoints/last.ckpt --data.synthetic true \\
         --benchmarks '[pitts30k_test, msls_val]' --visualize 5
+    python eval.py --checkpoint weights.ckpt --benchmarks '[suite:boq]' --data.benchmarks_root /data/vpr \\
+        --data.pitts_root /data/pittsburgh --data.msls_root /data/msls --save_predictions 25
 
 Settings are those of main.py (``--data.pitts_root``, ``--model.agg_config`` ...; ``--config`` takes a
 training recipe). Each checkpoint is our Lightning ``.ckpt`` (architecture from its saved
 hyper-parameters) or a bare state_dict such as the authors' releases (architecture from the recipe's
 model section; without ``--config``, the paper's ResNet50-MixVPR-4096). Benchmarks (default: the
-recipe's ``data.test_sets``) are the named sets (Pittsburgh .mat splits, msls_val with its 740-query
-protocol) or ``folder:<root>`` for any set in the generic folder format, positives within
-``--data.pos_radius`` metres.
+recipe's ``data.test_sets``) are the registered benchmarks (``dataloaders.eval.BENCHMARKS``: Pittsburgh,
+msls_val with its 740-query protocol, msls_val_all, Nordland in two versions, SPED, Tokyo 24/7, ...), each
+with its published protocol and counts (checked; ``--data.check_counts false`` makes a mismatch a note),
+``suite:<paper>`` for the columns of a paper's table (recalls.md then takes that table's layout), or
+``folder:<root>`` for any set in the generic folder format, positives within ``--data.pos_radius`` metres.
+Each benchmark's root is ``--data.<set>_root`` (or its environment variable), else its folder under
+``--data.benchmarks_root`` in VPR-datasets-downloader's layout. A set without public labels (``msls_test``,
+the MSLS challenge) gets no recall: its prediction file for the challenge server,
+``msls_challenge_<model>.txt``, is written instead.
 
 The evaluation is the one used in training: the same EvalDataset classes, the evaluation transform,
 and faiss exact search for recall@K. Each run writes into a new ``<out_dir>/version_<n>/``:
 ``recalls.csv``, ``recalls.json``, ``recalls.md`` (one row per model, one column per benchmark),
 ``recall_curves.png`` and ``recall_<benchmark>.png``, and with ``--visualize`` ``retrievals/<model>/
-<benchmark>/`` (pictures and a CSV record); recalls.md and recalls.json state each benchmark's positives
-(threshold and source, read from the data) and counts. A run that fails before its results are written
+<benchmark>/`` (pictures and a CSV record), with ``--save_descriptors float16|float32``
+``descriptors/<model>/<benchmark>/{database,queries}.{npy,txt}`` (descriptors and their image lists), with
+``--save_predictions K`` ``predictions/<model>/<benchmark>.npz`` (top-K indices, distances, positive
+flags, image lists); recalls.md and recalls.json state each benchmark's positives (threshold and source,
+read from the data), counts, pinned protocol and source. A run that fails before its results are written
 leaves no empty version folder. Descriptors are cached in ``<out_dir>/descriptors/``, reused when the
 network (settings and weights), images, preprocessing and precision are the same and the file passes
 its checks (shape, checksum, finite rows); a cache folder that cannot be written is skipped with a note.

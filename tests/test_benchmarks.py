@@ -378,3 +378,16 @@ def test_pittsburgh_reads_the_downloaders_layout_with_the_same_positives(synthet
     positives = lambda d: {str(Path(q).resolve()): {str(Path(d.database_paths[j]).resolve()) for j in g}
                            for q, g in zip(d.query_paths, d.ground_truth)}
     assert positives(folder) == positives(mat) and any(positives(mat).values())
+
+
+# ------------------------------------------------------------------ a folder-format set in the embedded data
+def test_the_embedded_data_holds_a_folder_set_that_folder_specs_open(gem, synthetic, tmp_path):
+    from dataloaders.synthetic import set_folder
+    folder = set_folder(synthetic["benchmarks"].parent.parent, "tiny", 0) / "benchmarks" / "tokyo247"
+    assert folder == synthetic["benchmarks"] / "tokyo247"
+    record = eval_cli.main(["--checkpoint", str(gem), "--benchmarks", f"[folder:{folder}]", "--data.synthetic", "true",
+                            "--data.synthetic_dir", str(synthetic["benchmarks"].parent.parent), "--data.synthetic_scale",
+                            "tiny", "--out_dir", str(tmp_path), *GEM, *RUN])["m"]
+    result = record["benchmarks"]["tokyo247"]
+    assert result["protocol"]["threshold_m"] == 25.0 and result["protocol"]["benchmark"] == ""  # a generic folder set
+    assert result["num_references"] == 20 and 0 < result["recall"]["100"] <= 1
