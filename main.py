@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from dataloaders.datamodule import VPRDataModule
 from dataloaders.eval import eval_set_name
+from dataloaders.roots import ROOT_ENV
 from models import VPRModel, VPRNet, load_model, load_weights
 from models.loading import architecture_of, public_settings, read_checkpoint_file, split_checkpoint
 from models.network import build_network
@@ -139,8 +140,8 @@ SAME_STREAM_DATA = (
     "num_workers",      # a place's images and augmentation are drawn from (seed, epoch, place) in any worker
     "check_images",     # only checks the files first (the images it leaves out show in the data's fingerprint)
     "skip_unreadable",  # readable images are drawn as before; a run stopped by an unreadable one resumes with it on
-    "eval_batch_size", "val_sets", "test_sets", "eval_image_size", "pos_radius",  # evaluation only
-    "pitts_root", "msls_root",  # where the evaluation sets are
+    "eval_batch_size", "val_sets", "test_sets", "eval_image_size", "pos_radius", "check_counts",  # evaluation only
+    *(root for root in ROOT_ENV if root != "gsv_root"),  # where the evaluation sets are (pitts_root, msls_root, ...)
     # which training data, and where: compared as the data themselves (the datamodule's fingerprint of the
     # cities, places and images, checked when the checkpoint is restored), so a moved copy resumes
     "gsv_root", "synthetic", "synthetic_dir", "cities",

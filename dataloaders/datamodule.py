@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader
 
 from utils.errors import ConfigError
 
-from .eval import EVAL_SETS, FOLDER_PREFIX, build_eval_set, is_eval_set
+from .eval import BENCHMARKS, FOLDER_PREFIX, build_eval_set, expand_benchmarks, is_eval_set
 from .gsv_cities import TRAIN_CITIES, GSVCitiesDataset, collate_places, fingerprint_differences
-from .roots import data_roots
+from .roots import roots_of
 from .samplers import CityShuffleSampler, ResumableLoader
 from .transforms import DECODE_ON, EncodedCollate, EvalTransform, TrainTransform, init_worker
 from .unreadable import find_unreadable, unreadable_error
@@ -81,13 +81,30 @@ class VPRDataModule(L.LightningDataModule):
             less one; see ``default_num_workers``).
         decode_on: cpu (workers decode, resize and augment; batches hold uint8 images the model normalises
             on its device) or gpu (workers only read the files; the device decodes, resizes and augments).
-        val_sets: sets evaluated during training: pitts30k_val, pitts30k_test, pitts250k_val,
-            pitts250k_test, msls_val, or folder:<root> (the generic folder format).
-        test_sets: sets evaluated by ``main.py test`` (the paper's tables).
+        val_sets: sets evaluated during training: any registered benchmark with labels (pitts30k_val,
+            msls_val, nordland, tokyo247, ...: ``dataloaders.eval.BENCHMARKS``), or folder:<root> (the generic
+            folder format).
+        test_sets: sets evaluated by ``main.py test`` (the paper's tables); also suite:<paper> (suite:mixvpr ...).
         eval_image_size: (height, width) of validation and test images (default: image_size).
-        pos_radius: positives of folder: sets, metres (named sets keep their published positives).
+        pos_radius: positives of folder: sets, metres (named benchmarks keep their published positives).
+        check_counts: check each named benchmark's database and query counts against the published ones
+            (a mismatch stops the run naming the likely cause); false makes it a note, and the results say
+            the counts were not checked.
+        benchmarks_root: a folder holding the benchmarks in VPR-datasets-downloader's layout (tokyo247/,
+            st_lucia/, nordland/, svox/, ...: each benchmark's sub-folders in the registry), for every root
+            below that is not set; default $VPR_BENCHMARKS_ROOT.
         pitts_root: Pittsburgh root (images, queries_real/, datasets/*.mat); default $PITTSBURGH_ROOT.
-        msls_root: MSLS root with the msls_val_*.npy ground truth; default $MSLS_ROOT.
+        msls_root: MSLS root with the msls_val_*.npy ground truth (and msls_test_*.npy, train_val/ CSVs);
+            default $MSLS_ROOT.
+        nordland_root: VPR-Bench's Nordland (ref/, query/, Nordland_*.npy); default $NORDLAND_ROOT.
+        nordland_10frames_root: VPR-datasets-downloader's Nordland; default $NORDLAND_10FRAMES_ROOT.
+        sped_root: SPED (VPR-Bench's ref/, query/, SPED_*.npy, or the downloader's); default $SPED_ROOT.
+        tokyo247_root: Tokyo 24/7 (folder format); default $TOKYO247_ROOT.
+        st_lucia_root: St Lucia (folder format); default $ST_LUCIA_ROOT.
+        amstertime_root: AmsterTime (folder format); default $AMSTERTIME_ROOT.
+        eynsham_root: Eynsham (folder format); default $EYNSHAM_ROOT.
+        svox_root: SVOX (images/test/gallery, queries_<condition>); default $SVOX_ROOT.
+        sf_xl_root: SF-XL (processed/test/database, queries_v1, queries_v2); default $SF_XL_ROOT.
         eval_batch_size: images per evaluation batch.
         synthetic: use the embedded synthetic data sets for every root not given (generated once).
         synthetic_dir: where the synthetic data sets are generated.
@@ -120,8 +137,19 @@ class VPRDataModule(L.LightningDataModule):
         test_sets: Sequence[str] = ("pitts30k_test", "pitts250k_test", "msls_val"),
         eval_image_size: Optional[tuple[int, int]] = None,
         pos_radius: float = 25.0,
+        check_counts: bool = True,
+        benchmarks_root: Optional[str] = None,
         pitts_root: Optional[str] = None,
         msls_root: Optional[str] = None,
+        nordland_root: Optional[str] = None,
+        nordland_10frames_root: Optional[str] = None,
+        sped_root: Optional[str] = None,
+        tokyo247_root: Optional[str] = None,
+        st_lucia_root: Optional[str] = None,
+        amstertime_root: Optional[str] = None,
+        eynsham_root: Optional[str] = None,
+        svox_root: Optional[str] = None,
+        sf_xl_root: Optional[str] = None,
         eval_batch_size: int = 64,
         synthetic: bool = False,
         synthetic_dir: str = "LOGS/synthetic_data",
@@ -142,10 +170,16 @@ class VPRDataModule(L.LightningDataModule):
             raise ConfigError("skip_unreadable with decode_on=gpu: images decoded on the device cannot be left out "
                               "one by one; also set --data.check_images true (unreadable images are then left out "
                               "before training), or use --data.decode_on cpu")
+        # suite:<paper> -> its benchmarks
+        self.test_set_names = test_sets = expand_benchmarks(test_sets)[0]
         unknown = [s for s in (*val_sets, *test_sets) if not is_eval_set(s)]
         if unknown:
-            raise ConfigError(f"unknown evaluation set(s) {unknown}; choose from {sorted(EVAL_SETS)} "
+            raise ConfigError(f"unknown evaluation set(s) {unknown}; choose from {sorted(BENCHMARKS)} "
                               f"or {FOLDER_PREFIX}<root> for a set in the generic folder format")
+        unlabelled = [s for s in (*val_sets, *test_sets) if s in BENCHMARKS and BENCHMARKS[s].scoring != "recall"]
+        if unlabelled:
+            raise ConfigError(f"{unlabelled} have no public labels, so training cannot score them: evaluate them "
+                              f"with eval.py, which writes the prediction file their server scores")
         self.train_dataset: Optional[GSVCitiesDataset] = None
         self.val_datasets: list = []
         self.test_datasets: list = []
@@ -154,9 +188,7 @@ class VPRDataModule(L.LightningDataModule):
 
     def roots(self) -> dict[str, Optional[str]]:
         """Data roots: argument, else environment variable, else the synthetic data (when enabled)."""
-        hp = self.hparams
-        return data_roots(hp.gsv_root, hp.pitts_root, hp.msls_root, hp.synthetic, hp.synthetic_dir,
-                          hp.synthetic_scale, hp.seed)
+        return roots_of(self.hparams)
 
     def cities(self) -> Sequence[str]:
         """The training cities: as configured, else the synthetic ones or the paper's 23."""
@@ -198,7 +230,7 @@ class VPRDataModule(L.LightningDataModule):
         if stage in ("fit", "validate") and not self.val_datasets:
             self.val_datasets = self._eval_sets(hp.val_sets, roots)
         if stage == "test" and not self.test_datasets:
-            self.test_datasets = self._eval_sets(hp.test_sets, roots)
+            self.test_datasets = self._eval_sets(self.test_set_names, roots)
 
     def state_dict(self) -> dict:
         """Saved in every checkpoint: the fingerprint of the training data (``GSVCitiesDataset.fingerprint``)."""
@@ -228,7 +260,7 @@ class VPRDataModule(L.LightningDataModule):
         hp = self.hparams
         encoded = hp.decode_on == "gpu"
         transform = None if encoded else EvalTransform(self.eval_image_size)
-        datasets = [build_eval_set(name, roots, transform, hp.pos_radius) for name in names]
+        datasets = [build_eval_set(name, roots, transform, hp.pos_radius, hp.check_counts) for name in names]
         for i, dataset in enumerate(datasets):
             dataset.encoded = encoded
             # with skip_unreadable, an unreadable image is a zero image marked unreadable (decoded in the workers)

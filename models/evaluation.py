@@ -11,7 +11,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dataloaders.eval import EvalDataset
+from dataloaders.eval import BENCHMARKS, EvalDataset, Suite
+from dataloaders.eval.msls_test import CHALLENGE_TOP, challenge_keys, check_challenge_file, write_challenge_file
 from utils.errors import ConfigError, DataError
 from utils.files import atomic_write_text
 from utils.recall import format_recall_table, get_validation_recalls, search_nearest
@@ -22,14 +23,13 @@ from .inference import cached_embed_paths, check_descriptors
 from .loading import architecture_of, checkpoint_preprocessing, load_weights, open_checkpoint
 from .network import VPRNet, build_network
 
-TITLES = {"pitts30k_val": "Pitts30k-val", "pitts30k_test": "Pitts30k-test", "pitts250k_val": "Pitts250k-val",
-          "pitts250k_test": "Pitts250k-test", "msls_val": "MSLS-val"}
 TABLE_K = (1, 5, 10)
+DESCRIPTOR_DTYPES = ("float16", "float32")
 
 
 def benchmark_title(name: str, synthetic: bool = False) -> str:
-    """The title of a benchmark in tables and plots; synthetic stand-ins say so."""
-    title = TITLES.get(name, name)
+    """The title of a benchmark in tables and plots (the registry's, else the name); synthetic stand-ins say so."""
+    title = BENCHMARKS[name].title if name in BENCHMARKS else name
     return f"{title} (synthetic)" if synthetic else title
 
 
@@ -105,12 +105,14 @@ def evaluation_recalls(descriptors: np.ndarray, dataset: EvalDataset, k_values: 
 def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDataset, label: str, settings: dict,
                        out_dir: Path, cache_dir: Optional[Path]) -> dict:
     """Embed ``dataset`` (through the cache, keyed by ``identity``: ``network_identity(net)``, computed when
-    None), compute recall@K as validation does, optionally save retrieval pictures; returns the record
-    written to recalls.json.
+    None), compute recall@K as validation does (a set without public labels gets predictions only, and for
+    the MSLS challenge its prediction file), optionally save descriptors, predictions and retrieval
+    pictures; returns the record written to recalls.json.
 
     ``settings``: image_size, precision, skip_unreadable, batch_size, device, num_workers, progress,
     k (recall@K values), faiss_gpu, visualize (pictures per benchmark), failures_only, top_k, and
-    optionally name (the model in error messages; default ``label``).
+    optionally name (the model in error messages; default ``label``), save_descriptors (None, 'float16'
+    or 'float32': ``save_descriptors``) and save_predictions (top-K per query: ``save_predictions``).
     """
     start = time.perf_counter()
     name = settings.get("name", label)
@@ -132,33 +134,88 @@ def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDatase
         atomic_write_text(listing, "".join(dataset.images[i] + "\n" for i in unreadable))
         print(f"{dataset.name}: skipped {len(unreadable)} unreadable image(s) ({skipped_db} database, "
               f"{len(unreadable) - skipped_db} queries), listed in {listing}")
-    recalls, dataset, _ = evaluation_recalls(descriptors, dataset, settings["k"], settings["faiss_gpu"], unreadable)
+    if dataset.labelled:
+        recalls, dataset, _ = evaluation_recalls(descriptors, dataset, settings["k"], settings["faiss_gpu"], unreadable)
+        record["recall"] = {str(k): v for k, v in recalls.items()}
+    else:
+        dataset = dataset.without(unreadable) if len(unreadable) else dataset
+        record["recall"] = None
     descriptors = np.delete(descriptors, unreadable, axis=0)
     record.update(num_references=dataset.num_references, num_queries=dataset.num_queries,
                   protocol=dataset.protocol)
-    record["recall"] = {str(k): v for k, v in recalls.items()}
     record["seconds_embedding"] = round(embedded - start, 2)
-    record["seconds_recall"] = round(time.perf_counter() - embedded, 2)
-    print("\n" + format_recall_table(recalls, f"{dataset.name} ({label})") + "\n")
-    if settings["visualize"]:
+    safe_label = label.replace("/", "_")
+    if settings.get("save_descriptors"):
+        record["descriptors"] = save_descriptors(dataset, descriptors, out_dir / "descriptors" / safe_label / dataset.name,
+                                                 settings["save_descriptors"])
+    challenge = dataset.protocol.get("benchmark") == "msls_test"
+    k = max(settings.get("save_predictions") or 0, settings["top_k"] if settings["visualize"] else 0,
+            CHALLENGE_TOP if challenge else 0)
+    if k:
         r_list, q_list = descriptors[: dataset.num_references], descriptors[dataset.num_references:]
-        k = min(settings["top_k"], dataset.num_references)
-        distances, predictions = search_nearest(r_list, q_list, k, faiss_gpu=settings["faiss_gpu"],
-                                                return_distances=True)
-        folder = out_dir / "retrievals" / label.replace("/", "_") / dataset.name
-        csv_path, pictures = save_retrievals(dataset, predictions, distances, folder, settings["visualize"],
-                                             settings["failures_only"], descriptors=descriptors)
+        distances, predictions = search_nearest(r_list, q_list, min(k, dataset.num_references),
+                                                faiss_gpu=settings["faiss_gpu"], return_distances=True)
+        if settings.get("save_predictions"):
+            top = settings["save_predictions"]
+            record["predictions"] = save_predictions(dataset, predictions[:, :top], distances[:, :top],
+                                                     out_dir / "predictions" / safe_label / f"{dataset.name}.npz")
+        if challenge:
+            path = write_challenge_file(dataset, predictions[:, :CHALLENGE_TOP], out_dir / f"msls_challenge_{safe_label}.txt")
+            check_challenge_file(path, challenge_keys(dataset.query_paths), challenge_keys(dataset.database_paths))
+            record["challenge_file"] = str(path)
+            print(f"{dataset.name} ({label}): no public labels; the challenge prediction file (top "
+                  f"{min(CHALLENGE_TOP, dataset.num_references)} per query) is {path}")
+    record["seconds_recall"] = round(time.perf_counter() - embedded, 2)
+    if dataset.labelled:
+        print("\n" + format_recall_table(recalls, f"{dataset.name} ({label})") + "\n")
+    if settings["visualize"]:
+        shown = settings["top_k"]
+        folder = out_dir / "retrievals" / safe_label / dataset.name
+        csv_path, pictures = save_retrievals(dataset, predictions[:, :shown], distances[:, :shown], folder,
+                                             settings["visualize"], settings["failures_only"], descriptors=descriptors)
         print(f"{dataset.name} ({label}): {len(pictures)} retrieval picture(s) and {csv_path} written to {folder}")
     return record
 
 
+def save_descriptors(dataset: EvalDataset, descriptors: np.ndarray, folder: Path, dtype: str) -> dict:
+    """``database.npy`` (N, D) and ``queries.npy`` (M, D) descriptors of ``dataset`` in ``dtype`` (float16 or
+    float32) and ``database.txt`` / ``queries.txt``, their image paths one per line in the same order, under
+    ``folder``; returns {'folder', 'dtype'} for recalls.json."""
+    if dtype not in DESCRIPTOR_DTYPES:
+        raise ConfigError(f"save_descriptors={dtype!r}: choose one of {DESCRIPTOR_DTYPES}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, rows, paths in (("database", descriptors[: dataset.num_references], dataset.database_paths),
+                              ("queries", descriptors[dataset.num_references:], dataset.query_paths)):
+        np.save(folder / f"{part}.npy", np.ascontiguousarray(rows, dtype=dtype))
+        atomic_write_text(folder / f"{part}.txt", "".join(f"{p}\n" for p in paths))
+    return {"folder": str(folder), "dtype": dtype}
+
+
+def save_predictions(dataset: EvalDataset, predictions: np.ndarray, distances: np.ndarray, path: Path) -> str:
+    """The top-K of every query into ``path`` (.npz, plain arrays: ``np.load`` reads it without pickles):
+    ``predictions`` (M, K) database indices, best first; ``distances`` (M, K) squared L2 distances;
+    ``positive`` (M, K) whether each prediction is a positive (absent for a set without labels);
+    ``database_images`` and ``query_images``, the paths the indices refer to."""
+    from utils.recall import hit_matrix
+
+    arrays = {"predictions": predictions.astype(np.int64), "distances": distances.astype(np.float32),
+              "database_images": np.array(dataset.database_paths), "query_images": np.array(dataset.query_paths)}
+    if dataset.labelled:
+        arrays["positive"] = hit_matrix(predictions, dataset.ground_truth, dataset.num_references)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+    return str(path)
+
+
 def markdown_table(results: dict, benchmarks: Sequence[str], k_values: Sequence[int] = TABLE_K,
-                   titles: Optional[dict] = None) -> str:
+                   titles: Optional[dict] = None, marks: Optional[dict] = None) -> str:
     """Laid out like the README's tables: one row per model; per benchmark, R@1 / R@5 / R@10 columns in
-    percent with one decimal, the benchmark named on its first column."""
-    titles = titles or {}
+    percent with one decimal, the benchmark named on its first column (followed by its footnote mark from
+    ``marks``, e.g. '[3]', where given)."""
+    titles, marks = titles or {}, marks or {}
     ks = [k for k in k_values if all(str(k) in r["benchmarks"][b]["recall"] for r in results.values() for b in benchmarks)]
-    head = [f"{titles.get(b, b)} R@{k}" if i == 0 else f"R@{k}" for b in benchmarks for i, k in enumerate(ks)]
+    named = {b: f"{titles.get(b, b)} {marks[b]}" if b in marks else titles.get(b, b) for b in benchmarks}
+    head = [f"{named[b]} R@{k}" if i == 0 else f"R@{k}" for b in benchmarks for i, k in enumerate(ks)]
     lines = ["| Model | Dim | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for label, r in results.items():
         cells = [f"{100 * r['benchmarks'][b]['recall'][str(k)]:.1f}" for b in benchmarks for k in ks]
@@ -166,20 +223,39 @@ def markdown_table(results: dict, benchmarks: Sequence[str], k_values: Sequence[
     return "\n".join(lines)
 
 
-def protocol_lines(protocols: dict[str, dict], titles: Optional[dict] = None) -> list[str]:
+def protocol_lines(protocols: dict[str, dict], titles: Optional[dict] = None, marks: Optional[dict] = None) -> list[str]:
     """One line per benchmark stating its positives and counts, from the protocol record of the set that was
-    evaluated (``EvalDataset.protocol``): what recalls.md says is what the code used."""
-    titles = titles or {}
-    return [f"{titles.get(name, name)}: positives are {p['positives']}; {p['num_references']:,} database images, "
-            f"{p['num_queries']:,} queries." for name, p in protocols.items()]
+    evaluated (``EvalDataset.protocol``): what recalls.md says is what the code used. A named benchmark's line
+    adds its pinned protocol, its source and whether its counts were checked; ``marks`` prefixes footnote marks."""
+    titles, marks = titles or {}, marks or {}
+    lines = []
+    for name, p in protocols.items():
+        line = (f"{marks[name] + ' ' if name in marks else ''}{titles.get(name, name)}: positives are {p['positives']}; "
+                f"{p['num_references']:,} database images, {p['num_queries']:,} queries.")
+        if p.get("protocol"):
+            line += f" Protocol: {p['protocol']}. Source: {p['citation']}."
+        expected = p.get("expected_counts")
+        if p.get("synthetic"):
+            line += " A synthetic stand-in: its own counts were checked, not the published ones."
+        elif expected and p.get("counts_checked"):
+            pinned = " / ".join("-" if e is None else f"{e:,}" for e in expected)
+            line += f" Counts checked against the published {pinned}."
+        elif expected:
+            line += " Counts not checked (--data.check_counts false)."
+        lines.append(line)
+    return lines
 
 
 def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_values: Sequence[int],
-                  protocol: dict, titles: Optional[dict] = None) -> dict[str, Path]:
+                  protocol: dict, titles: Optional[dict] = None, suite: Optional[Suite] = None) -> dict[str, Path]:
     """recalls.json, recalls.csv, recalls.md and the recall curves under ``out_dir``; ``titles`` maps
     benchmark names to the titles shown (e.g. 'Pitts30k-test (synthetic)'). ``protocol``: the run's
     settings (k, precision, synthetic) and ``benchmarks``: each benchmark's protocol record
-    (``EvalDataset.protocol``), written into recalls.json and stated under the table in recalls.md."""
+    (``EvalDataset.protocol``), written into recalls.json and stated under the table in recalls.md.
+
+    With ``suite`` (the run evaluated one ``suite:<paper>``), recalls.md is that paper's table: its columns in
+    its order with its titles and its recall@K, each column's protocol in a numbered footnote. A set without
+    public labels (the MSLS challenge) has no column: its footnote names the prediction file."""
     titles = titles or {b: benchmark_title(b) for b in benchmarks}
     files = {"json": out_dir / "recalls.json", "csv": out_dir / "recalls.csv", "md": out_dir / "recalls.md"}
     atomic_write_text(files["json"], json.dumps({"protocol": protocol, "models": results}, indent=1))
@@ -188,21 +264,38 @@ def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_val
     for label, r in results.items():
         for b in benchmarks:
             rb = r["benchmarks"][b]
+            recall = rb["recall"]
             rows.append([label, r["checkpoint"], rb.get("descriptor_dim", r["descriptor_dim"]),
                          "x".join(map(str, r["image_size"])), b, titles.get(b, b), rb["num_references"],
                          rb["num_queries"], rb["skipped_database"] + rb["skipped_queries"],
-                         *[f"{100 * rb['recall'][str(k)]:.2f}" for k in k_values]])
+                         *[f"{100 * recall[str(k)]:.2f}" if recall is not None else "" for k in k_values]])
     with (out_dir / "recalls.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
+    scored = [b for b in benchmarks if all(r["benchmarks"][b]["recall"] is not None for r in results.values())]
     size = "; ".join(f"{label}: {'x'.join(map(str, r['image_size']))}" for label, r in results.items())
     notes = ["", f"Recall@K (%), exact nearest neighbours. Image size (H x W): {size}."]
-    notes += protocol_lines({b: protocol["benchmarks"][b] for b in benchmarks}, titles)
+    shown, marks, table_k = dict(titles), {}, TABLE_K
+    if suite is not None:
+        notes.insert(1, f"The table of {suite.citation}: its columns, in its order."
+                        + (f" Not reproduced: {suite.omitted}." if suite.omitted else ""))
+        for b, title in suite.titles.items():
+            shown[b] = f"{title} (synthetic)" if "(synthetic)" in titles.get(b, "") else title
+        marks = {b: f"[{i}]" for i, b in enumerate(benchmarks, 1)}
+        table_k = suite.ks
+    notes += protocol_lines({b: protocol["benchmarks"][b] for b in benchmarks}, shown, marks)
+    for b in benchmarks:
+        for label, r in results.items():
+            if r["benchmarks"][b].get("challenge_file"):
+                notes.append(f"{shown.get(b, b)}: no public labels, so no recall here: {label}'s prediction file for "
+                             f"the challenge server is {r['benchmarks'][b]['challenge_file']}.")
     if any("synthetic" in titles.get(b, "") for b in benchmarks):
         notes.append("Synthetic: the project's generated stand-ins in the real formats, not the real data sets.")
-    atomic_write_text(files["md"], markdown_table(results, benchmarks, titles=titles) + "\n" + "\n".join(notes) + "\n")
+    table = markdown_table(results, scored, table_k, shown, marks) if scored else "(no benchmark with labels)"
+    atomic_write_text(files["md"], table + "\n" + "\n".join(notes) + "\n")
     curves = {b: {label: {int(k): v for k, v in r["benchmarks"][b]["recall"].items()} for label, r in results.items()}
-              for b in benchmarks}
-    files["curves"] = plot_recall_curves(curves, out_dir / "recall_curves.png", titles)
-    for b in benchmarks:
+              for b in scored}
+    if scored:
+        files["curves"] = plot_recall_curves(curves, out_dir / "recall_curves.png", titles)
+    for b in scored:
         plot_recall_curves({b: curves[b]}, out_dir / f"recall_{b}.png", titles)
     return files

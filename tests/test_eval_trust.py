@@ -16,6 +16,7 @@ from scipy.io import loadmat, savemat
 import eval as eval_cli
 import retrieve
 from dataloaders.eval import build_eval_set
+from dataloaders.eval.registry import STANDIN_FILE
 from main import main as train_main
 from models import VPRModel, build_network, load_model
 from tiny_cli import tiny_cli_args
@@ -185,6 +186,7 @@ def pittsburgh_with(root: Path, synthetic: dict, split: str, **fields) -> Path:
         mat["dbStruct"][field][0, 0] = value
     (root / "datasets").mkdir()
     savemat(str(root / "datasets" / f"{split}.mat"), {"dbStruct": mat["dbStruct"]})
+    shutil.copy(synthetic["pitts"] / STANDIN_FILE, root)  # still the stand-in: its own counts are checked
     return root
 
 
@@ -197,11 +199,15 @@ def test_positive_threshold_is_read_from_the_mat_and_stated_in_the_results(gem_w
     notes = (newest(tmp_path / "eval") / "recalls.md").read_text()
     assert f"Pitts30k-test: positives are database images within 40 m (posDistThr of {mat}); 30 database " \
            f"images, 10 queries." in notes
-    assert "25 m" not in notes and "MSLS-val: positives are the database images msls_val_pIdx.npy lists" in notes
+    # the positives used (40 m) are stated; 25 m appears only as the published protocol's, beside them
+    pitts_line = next(line for line in notes.splitlines() if line.startswith("Pitts30k-test: positives are"))
+    assert "25 m" not in pitts_line.split(" Protocol: ")[0] and "Protocol: database images within 25 m" in pitts_line
+    assert "MSLS-val: positives are the database images msls_val_pIdx.npy lists" in notes
     protocol = json.loads((newest(tmp_path / "eval") / "recalls.json").read_text())["protocol"]["benchmarks"]
-    assert protocol["pitts30k_test"] == {
+    assert {k: protocol["pitts30k_test"][k] for k in ("positives", "source", "threshold_m", "num_references",
+                                                      "num_queries", "benchmark", "synthetic", "counts_checked")} == {
         "positives": f"database images within 40 m (posDistThr of {mat})", "source": str(mat), "threshold_m": 40.0,
-        "num_references": 30, "num_queries": 10}
+        "num_references": 30, "num_queries": 10, "benchmark": "pitts30k_test", "synthetic": True, "counts_checked": True}
     assert record["pitts30k_test"]["protocol"] == protocol["pitts30k_test"]
     assert protocol["msls_val"]["threshold_m"] is None and "msls_val_pIdx.npy" in protocol["msls_val"]["positives"]
     # the wider radius is the one used
@@ -273,6 +279,7 @@ def _unreadable_set(synthetic, root: Path) -> Path:
     shutil.copytree(synthetic["pitts"] / "000", pitts / "000")
     (pitts / "queries_real").symlink_to(synthetic["pitts"] / "queries_real")
     (pitts / "datasets").symlink_to(synthetic["pitts"] / "datasets")
+    shutil.copy(synthetic["pitts"] / STANDIN_FILE, pitts)
     first = build_eval_set("pitts30k_test", {"pitts_root": synthetic["pitts"]}).database_paths[0]
     (pitts / Path(first).relative_to(synthetic["pitts"])).write_bytes(b"not a jpeg")
     return pitts

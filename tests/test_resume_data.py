@@ -145,7 +145,7 @@ def test_a_resume_that_fails_before_its_first_step_leaves_no_run_folder(syntheti
     # an unreadable validation image stops the validation before training, after the step count was restored
     msls = tmp_path / "msls"
     shutil.copytree(synthetic["msls"], msls)
-    image = sorted(msls.rglob("*.jpg"))[0]
+    image = sorted((msls / "train_val").rglob("*.jpg"))[0]  # an MSLS-val image (test/ holds MSLS-test)
     image.write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match=image.name):
         main(tiny_cli_args(synthetic, tmp_path / "logs", epochs=2) + [

@@ -177,7 +177,7 @@ def test_generation_is_deterministic_whatever_the_workers_and_depends_on_seed(tm
     b = make_pittsburgh(tmp_path / "b", splits, seed=0, workers=2)
     c = make_pittsburgh(tmp_path / "c", splits, seed=1, workers=1)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 12 + 4 + 1
+    assert len(files) == 12 + 4 + 2  # the images, the .mat and the stand-in's counts
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     images = lambda root: {p.read_bytes() for p in root.rglob("*.jpg")}
@@ -188,7 +188,8 @@ def test_generation_is_deterministic_whatever_the_workers_and_depends_on_seed(tm
 def micro_scale(monkeypatch):
     """A scale of a handful of images, so that caching tests regenerate in a fraction of a second."""
     monkeypatch.setitem(SCALES, "micro", {
-        "gsv_places_per_city": 1, "pitts": {n: (4, 2) for n in PITTSBURGH_SPLITS}, "msls": (4, 2)})
+        "gsv_places_per_city": 1, "pitts": {n: (4, 2) for n in PITTSBURGH_SPLITS}, "msls": (4, 2),
+        "benchmarks": {"street": (2, 1), "pairs": 1, "frames": 2}})
     return "micro"
 
 
@@ -202,11 +203,13 @@ def test_generate_synthetic_writes_each_scale_and_seed_once_into_its_own_folder(
     assert synthetic_roots(tmp_path / "none", micro_scale, seed=3) == {
         "gsv_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "gsv_cities",
         "pitts_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "pitts",
-        "msls_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "msls"}
+        "msls_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "msls",
+        "benchmarks_root": tmp_path / "none" / f"micro-seed3-v{GENERATOR_VERSION}" / "benchmarks"}
     assert not (tmp_path / "none").exists(), "synthetic_roots generates nothing"
     paths = generate_synthetic(tmp_path, scale=micro_scale, workers=1)
     folder = set_folder(tmp_path, micro_scale)
-    assert paths == {"gsv_cities": folder / "gsv_cities", "pitts": folder / "pitts", "msls": folder / "msls"}
+    assert paths == {"gsv_cities": folder / "gsv_cities", "pitts": folder / "pitts", "msls": folder / "msls",
+                     "benchmarks": folder / "benchmarks"}
     assert list(synthetic_roots(tmp_path, micro_scale).values()) == list(paths.values())
     first = digest(folder)
     mat = paths["pitts"] / "datasets" / "pitts30k_val.mat"

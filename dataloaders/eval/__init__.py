@@ -1,26 +1,27 @@
-"""Evaluation sets by name: each is an EvalDataset (database first, then queries)."""
+"""Evaluation sets by name: each is an EvalDataset (database first, then queries).
+
+The named benchmarks live in the registry (``registry.BENCHMARKS``), one module per data set registering
+its entries with their protocol, counts and citation: ``pittsburgh``, ``msls`` (msls_val, msls_val_all),
+``msls_test`` (the MSLS challenge), ``nordland`` (nordland, nordland_10frames), ``sped``, ``tokyo247``,
+``st_lucia``, ``amstertime``, ``eynsham``, ``svox`` (svox_<condition>), ``sf_xl`` (sf_xl_test_v1/v2).
+``suites`` maps a paper's table to its benchmarks; ``folder:<root>`` opens any set in the generic folder format.
+"""
 from pathlib import Path
 from typing import Callable, Optional
 
-from utils.errors import ConfigError
-
+from . import amstertime, eynsham, msls, msls_test, nordland, pittsburgh, sf_xl, sped, st_lucia, svox, tokyo247  # noqa: F401
 from .base import EvalDataset, Protocol
 from .folder import FolderDataset
-from .msls import MSLSValDataset
-from .pittsburgh import PITTSBURGH_SETS, PittsburghDataset
+from .registry import BENCHMARKS, Benchmark, Format, get_benchmark, open_benchmark, register_benchmark, root_settings
+from .suites import SUITE_PREFIX, SUITES, Suite, expand_benchmarks
 
-# set name -> (data-root key, constructor(root, transform))
-EVAL_SETS = {
-    **{name: ("pitts_root", lambda root, tf, n=name: PittsburghDataset(root, n, tf)) for name in PITTSBURGH_SETS},
-    "msls_val": ("msls_root", lambda root, tf: MSLSValDataset(root, tf)),
-}
-# ``folder:<root>`` names a data set in the generic folder format (Tokyo 24/7, Nordland, SPED, ... or your own)
+# ``folder:<root>`` names a data set in the generic folder format (any VPR-datasets-downloader set, or your own)
 FOLDER_PREFIX = "folder:"
 
 
 def is_eval_set(spec: str) -> bool:
-    """Whether ``spec`` names a known evaluation set or a ``folder:<root>`` one."""
-    return spec in EVAL_SETS or spec.startswith(FOLDER_PREFIX)
+    """Whether ``spec`` names a registered benchmark or a ``folder:<root>`` set."""
+    return spec in BENCHMARKS or spec.startswith(FOLDER_PREFIX)
 
 
 def eval_set_name(spec: str) -> str:
@@ -29,23 +30,18 @@ def eval_set_name(spec: str) -> str:
 
 
 def build_eval_set(name: str, roots: dict[str, Optional[str | Path]], transform: Optional[Callable] = None,
-                   pos_radius: float = 25.0) -> EvalDataset:
-    """The evaluation set ``name``, reading its root from ``roots`` (e.g. {'pitts_root': ..., 'msls_root': ...}).
+                   pos_radius: float = 25.0, check_counts: bool = True) -> EvalDataset:
+    """The evaluation set ``name``, reading its root from ``roots`` (e.g. {'pitts_root': ..., 'benchmarks_root': ...}).
 
     ``folder:<root>`` opens ``<root>`` in the generic folder format, with positives within ``pos_radius``
-    metres; the named sets keep their published positives (Pittsburgh's posDistThr, MSLS's pIdx).
+    metres; the named benchmarks keep their published protocol (``open_benchmark``: pinned positives and
+    counts, checked unless ``check_counts`` is False).
     """
     if name.startswith(FOLDER_PREFIX):
         return FolderDataset(name[len(FOLDER_PREFIX):], transform, pos_radius=pos_radius)
-    try:
-        root_key, constructor = EVAL_SETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown evaluation set {name!r}; choose one of {sorted(EVAL_SETS)} "
-                         f"or {FOLDER_PREFIX}<root> for a set in the generic folder format") from None
-    root = roots.get(root_key)
-    if root is None:
-        raise ConfigError(f"{name} needs {root_key}: set --data.{root_key} (or its environment variable)")
-    return constructor(root, transform)
+    return open_benchmark(name, roots, transform, check_counts)
 
 
-__all__ = ["EVAL_SETS", "FOLDER_PREFIX", "EvalDataset", "Protocol", "FolderDataset", "build_eval_set", "eval_set_name", "is_eval_set"]
+__all__ = ["BENCHMARKS", "FOLDER_PREFIX", "SUITES", "SUITE_PREFIX", "Benchmark", "EvalDataset", "FolderDataset",
+           "Format", "Protocol", "Suite", "build_eval_set", "eval_set_name", "expand_benchmarks", "get_benchmark",
+           "is_eval_set", "open_benchmark", "register_benchmark", "root_settings"]

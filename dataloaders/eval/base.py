@@ -14,16 +14,33 @@ from ..image_list import ImageList
 
 @dataclass(frozen=True)
 class Protocol:
-    """How a benchmark's positives were decided, read from what was used (written into recalls.md/json).
+    """How a benchmark's positives were decided and how it is scored, read from what was used (written into
+    recalls.md/json).
 
     positives: the rule as text, naming its source ('database images within 25 m (posDistThr of <file>)').
     source: the file or folder the ground truth came from.
     threshold_m: the distance threshold in metres where the rule is one (None: positives listed by the data).
+    benchmark, title, citation, protocol: the named benchmark the set was opened as (``registry.Benchmark``):
+        its name, the title tables show, where it is published and its pinned protocol in words; empty for
+        a ``folder:<root>`` set.
+    expected_counts: the (database, queries) counts the benchmark pins (None: none published, or not a named
+        benchmark); counts_checked: whether the set's counts were checked against them (``check_counts``).
+    synthetic: the set is one of the generator's stand-ins (its counts are the stand-in's own).
+    scoring: 'recall' (recall@K against the positives) or 'predictions' (no public labels: predictions only,
+        e.g. the MSLS challenge, whose server scores them).
     """
 
     positives: str
     source: str = ""
     threshold_m: Optional[float] = None
+    benchmark: str = ""
+    title: str = ""
+    citation: str = ""
+    protocol: str = ""
+    expected_counts: Optional[tuple[Optional[int], Optional[int]]] = None
+    counts_checked: bool = False
+    synthetic: bool = False
+    scoring: str = "recall"
 
 
 class EvalDataset(ImageList):
@@ -54,10 +71,19 @@ class EvalDataset(ImageList):
         self.positive_rule = protocol or Protocol("the given ground truth")
 
     @property
+    def labelled(self) -> bool:
+        """Whether the set has positives to score recall against (False: predictions only, e.g. the MSLS
+        challenge, whose labels are not public)."""
+        return self.positive_rule.scoring == "recall"
+
+    @property
     def protocol(self) -> dict:
         """The protocol record of this set as evaluated: the positive rule, its source and threshold, and the
         numbers of database images and queries."""
-        return {**asdict(self.positive_rule), "num_references": self.num_references, "num_queries": self.num_queries}
+        record = asdict(self.positive_rule)
+        if record["expected_counts"] is not None:
+            record["expected_counts"] = list(record["expected_counts"])
+        return {**record, "num_references": self.num_references, "num_queries": self.num_queries}
 
     @property
     def database_paths(self) -> list[str]:

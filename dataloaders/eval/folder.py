@@ -16,7 +16,7 @@ without zone fields are caught there: a whole city lies within 25 "metres").
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -25,10 +25,14 @@ from utils.errors import ConfigError, DataError, NotFoundError
 from ..image_io import IMAGE_EXTENSIONS
 from .base import EvalDataset, Protocol, check_positives, check_set, positives_within
 
+if TYPE_CHECKING:
+    from .registry import Format
+
 EXTENSIONS = IMAGE_EXTENSIONS  # every format the decoder reads, in any case (.JPG, .TIFF)
 LAYOUT = ("<root>/images/test/database/*.jpg and <root>/images/test/queries/*.jpg, each file named "
           "@<UTM_east>@<UTM_north>@<UTM_zone_number>@<UTM_zone_letter>@<latitude>@<longitude>@...@.jpg with "
           "easting and northing in metres (e.g. @0585123.45@4477321.09@17@T@40.44133@-79.99588@@@@@@@@@.jpg)")
+DEFAULT_PARTS = ("images/test/database", "images/test/queries")
 # UTM latitude bands (C..X without I and O) and the range of valid eastings and northings, metres
 ZONE_LETTERS = "CDEFGHJKLMNPQRSTUVWX"
 EASTING_RANGE = (100_000.0, 900_000.0)
@@ -120,22 +124,28 @@ def positives_by_zone(utm: np.ndarray, zone_of: np.ndarray, num_references: int,
 class FolderDataset(EvalDataset):
     """A data set in the generic folder format: database then queries, both in sorted path order.
 
-    ``name`` defaults to the root folder's name (e.g. ``tokyo247``); ``pos_radius`` is in metres.
+    ``name`` defaults to the root folder's name (e.g. ``tokyo247``); ``pos_radius`` is in metres and
+    ``radius_from`` says where it was set (written into the protocol). ``parts``: the database and query
+    folders relative to ``root`` (default ``images/test/database`` and ``images/test/queries``; SVOX's are
+    ``images/test/gallery`` and ``images/test/queries_<condition>``).
     """
 
     def __init__(self, root: str | Path, transform: Optional[Callable] = None, pos_radius: float = 25.0,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, parts: tuple[str, str] = DEFAULT_PARTS,
+                 radius_from: str = "data.pos_radius"):
         root = Path(root)
         name = name or root.resolve().name
-        folders = {part: root / "images" / "test" / part for part in ("database", "queries")}
+        layout = LAYOUT if tuple(parts) == DEFAULT_PARTS else LAYOUT.replace(
+            "images/test/database", parts[0]).replace("images/test/queries", parts[1])
+        folders = {part: root / sub for part, sub in zip(("database", "queries"), parts)}
         for part, folder in folders.items():
             if not folder.is_dir():
-                raise NotFoundError(f"{name}: {part} folder {folder} not found. Expected layout: {LAYOUT}")
+                raise NotFoundError(f"{name}: {part} folder {folder} not found. Expected layout: {layout}")
         db_paths, q_paths = (list_images(folders[part]) for part in ("database", "queries"))
         for part, paths in (("database", db_paths), ("queries", q_paths)):
             if not paths:
                 raise NotFoundError(f"{name}: no images ({', '.join(EXTENSIONS)}) under {folders[part]}. "
-                                    f"Expected layout: {LAYOUT}")
+                                    f"Expected layout: {layout}")
         if not pos_radius > 0:
             raise ConfigError(f"{name}: pos_radius must be positive (metres), got {pos_radius}; "
                               f"set --data.pos_radius")
@@ -148,5 +158,19 @@ class FolderDataset(EvalDataset):
         self.root = root
         self.pos_radius = float(pos_radius)
         protocol = Protocol(f"database images within {pos_radius:g} m (UTM east/north of the file names; "
-                            f"data.pos_radius)", str(root), float(pos_radius))
+                            f"{radius_from})", str(root), float(pos_radius))
         super().__init__(name, db_paths, q_paths, ground_truth, transform, utm=utm, protocol=protocol)
+
+
+def folder_format(name: str, parts: tuple[str, str] = DEFAULT_PARTS, radius: float = 25.0,
+                  radius_from: str = "") -> "Format":
+    """The generic folder format as a registry ``Format`` of benchmark ``name``: present when the database
+    folder ``parts[0]`` exists; positives within the benchmark's pinned ``radius`` (metres), stated with
+    ``radius_from`` (default: 'pinned by the <name> protocol')."""
+    from .registry import Format
+
+    layout = LAYOUT if tuple(parts) == DEFAULT_PARTS else LAYOUT.replace(
+        "images/test/database", parts[0]).replace("images/test/queries", parts[1])
+    return Format(f"VPR-datasets-downloader's folder format: {layout}", lambda root: (root / parts[0]).is_dir(),
+                  lambda root, transform: FolderDataset(root, transform, radius, name, parts,
+                                                        radius_from or f"{radius:g} m pinned by the {name} protocol"))

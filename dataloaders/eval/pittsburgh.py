@@ -1,4 +1,19 @@
-"""Pittsburgh 30k/250k from NetVLAD's dbStruct ``.mat`` files (Arandjelovic et al., CVPR 2016)."""
+"""Pittsburgh 30k/250k (Torii et al., CVPR 2013; splits of NetVLAD, Arandjelovic et al., CVPR 2016).
+
+Formats, tried in this order in the root:
+- NetVLAD's release: ``<root>/datasets/<split>.mat`` (or ``<root>/<split>.mat``), a dbStruct with fields
+  whichSet, dbImageFns, utmDb, qImageFns, utmQ, numImages, numQueries, posDistThr (25), posDistSqThr,
+  nonTrivPosDistSqThr; database images under ``<root>/`` (``000/000000_pitch1_yaw1.jpg``), queries under
+  ``<root>/queries_real/``. Positives: database images within posDistThr (25 m) of the query, read from
+  the file, not the 10 m nonTrivPosDistSqThr of training.
+- VPR-datasets-downloader's layout (``format_pitts30k.py`` / ``format_pitts250k.py``, which move the
+  images of each ``.mat`` split to ``images/{val,test}/{database,queries}`` named @UTM@...): positives
+  within 25 m of the UTM coordinates in the names. Under ``--data.benchmarks_root`` these are the
+  ``pitts30k`` and ``pitts250k`` folders.
+
+Published counts (database / queries; the NetVLAD release's .mat files): pitts30k_val 10,000 / 7,608,
+pitts30k_test 10,000 / 6,816, pitts250k_val 78,648 / 7,608, pitts250k_test 83,952 / 8,280.
+"""
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -10,6 +25,8 @@ from utils.errors import ConfigError, DataError, NotFoundError
 
 from ..image_io import check_files_exist
 from .base import EvalDataset, Protocol, check_positives, check_set, positives_within
+from .folder import folder_format
+from .registry import Benchmark, Format, register_benchmark
 
 PITTSBURGH_SETS = ("pitts30k_val", "pitts30k_test", "pitts250k_val", "pitts250k_test")
 LAYOUT = ("<root>/datasets/<name>.mat (NetVLAD dbStruct; or <root>/<name>.mat), database images under <root>/ "
@@ -95,3 +112,24 @@ class PittsburghDataset(EvalDataset):
         protocol = Protocol(f"database images within {radius:g} m ({origin})", str(mat), float(radius))
         super().__init__(name, db_paths, q_paths, ground_truth, transform,
                          utm=np.concatenate([db["utm_db"], db["utm_q"]]), protocol=protocol)
+
+
+# split -> (title, published (database, queries) counts, downloader folder)
+_SPLITS = {"pitts30k_val": ("Pitts30k-val", (10_000, 7_608), "pitts30k"),
+           "pitts30k_test": ("Pitts30k-test", (10_000, 6_816), "pitts30k"),
+           "pitts250k_val": ("Pitts250k-val", (78_648, 7_608), "pitts250k"),
+           "pitts250k_test": ("Pitts250k-test", (83_952, 8_280), "pitts250k")}
+for _name, (_title, _counts, _folder) in _SPLITS.items():
+    _part = "val" if _name.endswith("_val") else "test"
+    _variants = tuple((counts, f"the {other} split (--benchmarks {other})") for other, (_, counts, _) in _SPLITS.items()
+                      if other != _name and counts != _counts)
+    register_benchmark(Benchmark(
+        name=_name, title=_title,
+        citation="Torii et al., Visual Place Recognition with Repetitive Structures, CVPR 2013 / TPAMI 2015; "
+                 "splits and .mat files of NetVLAD (Arandjelovic et al., CVPR 2016)",
+        protocol="database images within 25 m (UTM) of the query: posDistThr of the split's .mat",
+        root="pitts_root", env="PITTSBURGH_ROOT", subfolders=(_folder,),
+        formats=(Format(LAYOUT, lambda root, n=_name: (root / "datasets" / f"{n}.mat").is_file() or (root / f"{n}.mat").is_file(),
+                        lambda root, tf, n=_name: PittsburghDataset(root, n, tf)),
+                 folder_format(_name, (f"images/{_part}/database", f"images/{_part}/queries"))),
+        counts=_counts, counts_source="the NetVLAD release's dbStruct of the split", variants=_variants))

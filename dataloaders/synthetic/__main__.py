@@ -13,9 +13,9 @@ def main(argv: Iterable[str] | None = None) -> dict:
     """Generate the data sets of one scale and seed under ``root`` (nothing if already there); print where."""
     parser = ArgumentParser(
         prog="python -m dataloaders.synthetic",
-        description="Deterministic synthetic VPR data in the real on-disk formats (GSV-Cities, Pittsburgh, MSLS-val).",
+        description="Deterministic synthetic VPR data in the real on-disk formats (GSV-Cities, Pittsburgh, MSLS, the other benchmarks).",
         exit_on_error=False)
-    parser.add_argument("root", type=str, help="folder to write <scale>-seed<seed>-v<version>/{gsv_cities,pitts,msls} into")
+    parser.add_argument("root", type=str, help="folder to write <scale>-seed<seed>-v<version>/{gsv_cities,pitts,msls,benchmarks} into")
     parser.add_argument("--scale", type=Literal[tuple(sorted(SCALES))], default="default", help="size of the sets")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything drawn")
     parser.add_argument("--workers", type=Optional[int], default=None, help="rendering processes (default: CPUs, max 4)")

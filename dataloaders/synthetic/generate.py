@@ -1,7 +1,7 @@
-"""All three data sets, once per (scale, seed, generator version), in folders that are safe to share.
+"""All the data sets, once per (scale, seed, generator version), in folders that are safe to share.
 
-``root/<scale>-seed<seed>-v<version>/`` holds ``gsv_cities/``, ``pitts/``, ``msls/`` and a ``.complete``
-marker. It is built in a hidden sibling ``.<set>.<host>.<pid>.<random>.tmp`` and moved into place by one
+``root/<scale>-seed<seed>-v<version>/`` holds ``gsv_cities/``, ``pitts/``, ``msls/``, ``benchmarks/`` (the
+stand-ins of the other benchmarks, laid out as a ``--data.benchmarks_root``) and a ``.complete`` marker. It is built in a hidden sibling ``.<set>.<host>.<pid>.<random>.tmp`` and moved into place by one
 rename once complete: a reader finds either no folder or a complete one. Generated data is never deleted
 or rewritten; another scale, seed or generator version gets its own folder. Generators of one set take
 turns on the lock file ``.<set>.lock``; where the file system ignores the lock both build, the first
@@ -20,6 +20,7 @@ from typing import Iterator
 
 from utils.files import atomic_write_text, host_id, is_running, temporary_prefix, temporary_writer
 
+from .benchmarks import make_benchmarks
 from .gsv_cities import SYNTHETIC_CITIES, make_gsv_cities
 from .msls import MSLS_CITIES, make_msls
 from .pittsburgh import DEFAULT_SPLITS, make_pittsburgh
@@ -30,7 +31,7 @@ except ImportError:  # not POSIX: no lock, the atomic rename alone keeps concurr
     fcntl = None
 
 # bump when the generator's output changes: another version's data sets then live in other folders
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # scale -> sizes; "tiny" keeps every city and split so that configs work unchanged on it
 SCALES = {
@@ -38,17 +39,19 @@ SCALES = {
         "gsv_places_per_city": 250,
         "pitts": DEFAULT_SPLITS,
         "msls": (250, 60),
+        "benchmarks": {"street": (120, 40), "pairs": 40, "frames": 200},
     },
     "tiny": {
         "gsv_places_per_city": 8,
         "pitts": {"pitts30k_val": (60, 20), "pitts30k_test": (30, 10),
                   "pitts250k_val": (30, 10), "pitts250k_test": (30, 10)},
         "msls": (30, 8),
+        "benchmarks": {"street": (20, 6), "pairs": 6, "frames": 60},
     },
 }
 
-PARTS = ("gsv_cities", "pitts", "msls")
-_ROOT_SETTINGS = {"gsv_cities": "gsv_root", "pitts": "pitts_root", "msls": "msls_root"}
+PARTS = ("gsv_cities", "pitts", "msls", "benchmarks")
+_ROOT_SETTINGS = {"gsv_cities": "gsv_root", "pitts": "pitts_root", "msls": "msls_root", "benchmarks": "benchmarks_root"}
 _MARKER = ".complete"
 
 
@@ -62,7 +65,7 @@ def set_folder(root: str | Path, scale: str = "default", seed: int = 0) -> Path:
 def synthetic_roots(root: str | Path, scale: str = "default", seed: int = 0) -> dict[str, Path]:
     """The data-root settings of VPRDataModule -> the folders ``generate_synthetic(root, scale, seed)`` writes.
 
-    Returns {'gsv_root': ..., 'pitts_root': ..., 'msls_root': ...}; generates nothing.
+    Returns {'gsv_root': ..., 'pitts_root': ..., 'msls_root': ..., 'benchmarks_root': ...}; generates nothing.
     """
     folder = set_folder(root, scale, seed)
     return {_ROOT_SETTINGS[part]: folder / part for part in PARTS}
@@ -70,7 +73,8 @@ def synthetic_roots(root: str | Path, scale: str = "default", seed: int = 0) -> 
 
 def generate_synthetic(root: str | Path, scale: str = "default", seed: int = 0,
                        workers: int | None = None) -> dict[str, Path]:
-    """Write all three data sets under ``root`` once; returns {'gsv_cities': ..., 'pitts': ..., 'msls': ...}.
+    """Write all the data sets under ``root`` once; returns {'gsv_cities': ..., 'pitts': ..., 'msls': ...,
+    'benchmarks': ...}.
 
     They live in ``set_folder(root, scale, seed)``; if it is complete, nothing is written. Safe to call
     from several processes at once (see the module's docstring); an interrupted call leaves nothing.
@@ -96,6 +100,7 @@ def generate_synthetic(root: str | Path, scale: str = "default", seed: int = 0,
             make_gsv_cities(tmp / "gsv_cities", SYNTHETIC_CITIES, sizes["gsv_places_per_city"], seed, workers=workers)
             make_pittsburgh(tmp / "pitts", sizes["pitts"], seed, workers=workers)
             make_msls(tmp / "msls", MSLS_CITIES, *sizes["msls"], seed=seed, workers=workers)
+            make_benchmarks(tmp / "benchmarks", sizes["benchmarks"], seed, workers=workers)
             atomic_write_text(tmp / _MARKER, json.dumps(marker))
             _publish(tmp, folder, marker)
         finally:

@@ -1,4 +1,5 @@
-"""An MSLS-val-format set: per-city images and CSVs under ``train_val/``, ground truth in ``msls_val_*.npy``."""
+"""An MSLS-format set: MSLS-val (per-city images and CSVs under ``train_val/``, ground truth in ``msls_val_*.npy``)
+and MSLS-test (images under ``test/``, the SALAD authors' ``msls_test_{dbImages,qImages}.npy`` image lists)."""
 from __future__ import annotations
 
 import math
@@ -8,11 +9,16 @@ from typing import Sequence
 import numpy as np
 from scipy.spatial import KDTree
 
+import json
+
+from utils.files import atomic_write_text
+
 from .formats import write_csv, write_npy
 from .render import IMAGE_SIZE, plan_view, render_views
 from .world import METRES_PER_DEG, STREET_SPACING_M, make_streets, random_key, route_positions, seeded_rng
 
 MSLS_CITIES = ("cph", "sf")
+MSLS_TEST_CITIES = ("miami", "kampala")
 # city -> (UTM origin (east, north), lat/lon origin); another city name gets a default one
 _ORIGINS = {"cph": ((724000.0, 6175000.0), (55.6761, 12.5683)),
             "sf": ((551000.0, 4180000.0), (37.7749, -122.4194))}
@@ -80,5 +86,31 @@ def make_msls(root: str | Path, cities: Sequence[str] = MSLS_CITIES, db_per_city
     for name, arr in (("dbImages", np.array(db_images)), ("qImages", np.array(q_images)), ("qIdx", q_idx),
                       ("pIdx", p_idx)):
         write_npy(root / f"msls_val_{name}.npy", arr)
+    test_counts = _plan_test(root, MSLS_TEST_CITIES, max(2, db_per_city // 2), max(1, q_per_city // 2), seed,
+                             image_size, views)
+    # the stand-in's own counts, which the loaders check instead of the published ones
+    atomic_write_text(root / "synthetic_standin.json", json.dumps({"generator": "dataloaders.synthetic", "counts": {
+        "msls_val": [len(db_images), len(q_idx)], "msls_test": list(test_counts)}}, indent=1))
     render_views(views, workers)
     return root
+
+
+def _plan_test(root: Path, cities: Sequence[str], db_per_city: int, q_per_city: int, seed: int, image_size,
+               views: list) -> tuple[int, int]:
+    """Plan MSLS-test images (``test/<city>/{database,query}/images/<key>.jpg``, no CSVs: the labels are not
+    public) and write the SALAD authors' image lists, object arrays of str; returns (database, queries)."""
+    lists = {"database": [], "query": []}
+    for city in cities:
+        rng = seeded_rng(seed, "msls-test", city)
+        db_street, db_x, q_street, q_x, length = route_positions(rng, db_per_city, q_per_city, 1, 10.0)
+        facades = make_streets(seed, f"msls-test/{city}", 1, length)
+        for part, xs, regime in (("database", db_x, "db"), ("query", q_x, "query")):
+            for i, x in enumerate(xs):
+                vrng = seeded_rng(seed, "msls-test", city, part, i)
+                path = f"test/{city}/{part}/images/{random_key(vrng)}.jpg"
+                views.append(plan_view(root / path, facades[0], x, vrng.normal(0, 2.0 if regime == "db" else 4.0),
+                                       regime, vrng, image_size))
+                lists[part].append(path)
+    write_npy(root / "msls_test_dbImages.npy", np.array(lists["database"], dtype=object))
+    write_npy(root / "msls_test_qImages.npy", np.array(lists["query"], dtype=object))
+    return len(lists["database"]), len(lists["query"])

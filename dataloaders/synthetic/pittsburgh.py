@@ -5,6 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
+import json
+
+from utils.files import atomic_write_text
+
 from .formats import write_mat
 from .render import IMAGE_SIZE, plan_view, render_views
 from .world import STREET_SPACING_M, make_streets, route_positions, seeded_rng
@@ -76,5 +80,8 @@ def make_pittsburgh(root: str | Path, splits: dict[str, tuple[int, int]] | None 
         which = "val" if name.endswith("_val") else "test"
         struct = _db_struct(which, db_fns, utm(db_street, db_x), q_fns, utm(q_street, q_x))
         write_mat(root / "datasets" / f"{name}.mat", {"dbStruct": struct})
+    # the stand-in's own counts, which the loaders check instead of the published ones
+    atomic_write_text(root / "synthetic_standin.json", json.dumps(
+        {"generator": "dataloaders.synthetic", "counts": {name: list(size) for name, size in splits.items()}}, indent=1))
     render_views(views, workers)
     return root
