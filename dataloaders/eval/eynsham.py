@@ -17,5 +17,5 @@ register_benchmark(Benchmark(
              "positives within 25 m",
     root="eynsham_root", env="EYNSHAM_ROOT", subfolders=("eynsham",),
     formats=(folder_format("eynsham"),),
-    counts=(23_935, 23_935), counts_source="download_eynsham.py (4,787 database panoramas x 5 tiles) and the "
+    counts=(23_935, 23_935), counts_verified=False, counts_source="download_eynsham.py (4,787 database panoramas x 5 tiles) and the "
                                             "Deep Visual Geo-Localization Benchmark"))

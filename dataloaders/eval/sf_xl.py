@@ -17,5 +17,5 @@ for _version, _queries, _what in (("v1", 1_000, "Flickr photos"), ("v2", 598, "S
         protocol=f"{_queries:,} {_what} against the SF-XL test database (2.8M images), positives within 25 m",
         root="sf_xl_root", env="SF_XL_ROOT", subfolders=("sf_xl",),
         formats=(folder_format(f"sf_xl_test_{_version}", ("processed/test/database", f"processed/test/queries_{_version}")),),
-        counts=(None, _queries), counts_source="the CosPlace paper (SF-XL test queries v1 and v2)",
+        counts=(None, _queries), counts_verified=False, counts_source="the CosPlace paper (SF-XL test queries v1 and v2)",
         variants=()))

@@ -15,4 +15,4 @@ register_benchmark(Benchmark(
     protocol="1,464 query frames of the last drive against 1,549 frames of the first, positives within 25 m",
     root="st_lucia_root", env="ST_LUCIA_ROOT", subfolders=("st_lucia",),
     formats=(folder_format("st_lucia"),),
-    counts=(1_549, 1_464), counts_source="Deep Visual Geo-Localization Benchmark (Berton et al., CVPR 2022)"))
+    counts=(1_549, 1_464), counts_verified=False, counts_source="Deep Visual Geo-Localization Benchmark (Berton et al., CVPR 2022)"))

@@ -15,5 +15,5 @@ register_benchmark(Benchmark(
     protocol="315 day, sunset and night queries against 75,984 database images, positives within 25 m",
     root="tokyo247_root", env="TOKYO247_ROOT", subfolders=("tokyo247",),
     formats=(folder_format("tokyo247"),),
-    counts=(75_984, 315), counts_source="tokyo247.mat and 247query_subset_v2 (format_tokyo247.py)",
+    counts=(75_984, 315), counts_verified=False, counts_source="tokyo247.mat and 247query_subset_v2 (format_tokyo247.py)",
     variants=(((75_984, 1_125), "the full 1,125-image query set instead of the 315 of 247query_subset_v2"),)))
