@@ -46,5 +46,7 @@ def run_command(main: Callable[[Optional[Sequence[str]]], object], argv: Optiona
     except (UserError, argparse.ArgumentError) as err:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
             raise
-        print(f"error: {error_message(err)}", file=sys.stderr)
+        # one write of the whole line: processes of a DDP run sharing stderr do not interleave within it
+        sys.stderr.write(f"error: {error_message(err)}\n")
+        sys.stderr.flush()
         sys.exit(2)
