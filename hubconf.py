@@ -1,5 +1,7 @@
 """torch.hub entry points: ``torch.hub.load('<owner>/<repo>', 'mixvpr', backbone='resnet50',
-descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` and ``'lightweight_mixvpr'``.
+descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` and ``'lightweight_mixvpr'``, and
+the field's baselines with their authors' keyword names: ``'cosplace'`` and ``'eigenplaces'`` (``backbone='ResNet50',
+fc_output_dim=2048``).
 
 Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, resized and normalised as ``net.preprocessing``
 says (the release's published test size, resize policy and mean/std; ``net.mean``/``net.std``), -> (B, D)
@@ -43,3 +45,17 @@ def lightweight_mixvpr(backbone: str = "efficientnet_b0", descriptors_dimension:
     (torchvision's MobileNetV2 with its 512-channel head upsampled to 20 x 20, 1024-d) or ``resnet18``
     (its distilled ResNet18 student, cropped after layer3, 512-d)."""
     return _release("lightweight", backbone, descriptors_dimension, pretrained)
+
+
+def cosplace(backbone: str = "ResNet50", fc_output_dim: int = 2048, pretrained: bool = True):
+    """CosPlace (Berton et al., CVPR 2022), trained on SF-XL, as ``torch.hub.load('gmberton/cosplace',
+    'get_trained_model', backbone, fc_output_dim)`` builds it: the whole torchvision trunk (VGG16 up to conv5_3,
+    or ResNet18/50/101/152 with layer4) + L2-norm, GeM, linear, L2-norm. Backbones and sizes: VGG16 64-512,
+    ResNet18 32-512, ResNet50/101/152 32-2048. Evaluated with each image at its own resolution, ImageNet mean/std."""
+    return _release("cosplace", backbone, fc_output_dim, pretrained)
+
+
+def eigenplaces(backbone: str = "ResNet50", fc_output_dim: int = 2048, pretrained: bool = True):
+    """EigenPlaces (Berton et al., ICCV 2023), trained on SF-XL: CosPlace's network (``cosplace``), released for
+    VGG16 512, ResNet18 256/512, ResNet50 and ResNet101 128-2048. Evaluated with each image at its own resolution."""
+    return _release("eigenplaces", backbone, fc_output_dim, pretrained)

@@ -178,16 +178,32 @@ def architecture_of(hyper_parameters: dict, config: Optional[str | Path] = None,
     return {k: settings[k] for k in ARCHITECTURE_ARGS if settings.get(k) is not None}
 
 
+def release_settings(path: str | Path) -> tuple[dict, Optional[Preprocessing]]:
+    """(architecture, evaluation preprocessing) of the release whose published file name ``path`` has
+    (``models.releases.release_of_file``), or ({}, None): a release file is bare weights, and its name is what
+    says which network it is and how its authors evaluate it."""
+    from .releases import RELEASES, release_of_file  # releases builds on this module
+
+    name = release_of_file(path)
+    if name is None:
+        return {}, None
+    return dict(RELEASES[name].architecture), RELEASES[name].eval_preprocessing
+
+
 def load_model(checkpoint: str | Path, config: Optional[str | Path] = None, device: str = "cpu",
                **overrides) -> VPRNet:
     """The network of ``checkpoint`` (a VPRNet in eval mode on ``device``) with its weights loaded.
 
     The architecture comes from the checkpoint's saved hyper-parameters (our ``.ckpt``), overridden by
     ``config`` (a recipe YAML: its model section and data.image_size) and ``overrides`` (backbone_arch,
-    backbone_config, layers_to_crop, agg_arch, agg_config, image_size). A bare state_dict (the authors'
-    releases) needs one of them; without, the error names the configuration its keys fit.
+    backbone_config, layers_to_crop, agg_arch, agg_config, image_size). A bare state_dict needs one of them,
+    unless it is a release's file under its published name (``models/releases.py``: its architecture and
+    its authors' evaluation preprocessing); without, the error names the configuration its keys fit.
     """
     state_dict, hyper_parameters, preprocessing = open_checkpoint(checkpoint)
+    if not hyper_parameters:
+        release_arch, preprocessing = release_settings(checkpoint)
+        hyper_parameters = release_arch
     arch = architecture_of(hyper_parameters, config, **overrides)
     if not hyper_parameters and not arch:
         raise CheckpointError(

@@ -63,6 +63,35 @@ class Release:
         return self.preprocessing or Preprocessing(tuple(self.architecture["image_size"]))
 
 
+# CosPlace's and EigenPlaces' published backbones and descriptor sizes (their hubconf.py AVAILABLE_TRAINED_MODELS,
+# CosPlace at 33ce8d0, EigenPlaces at a2969f7), the channels their backbone gives the head, and the size their
+# evaluation resizes to: none (test.py without --resize_test_imgs), so 512 x 512, SF-XL's test size, is only the
+# size the network is built and exported at
+COSPLACE_DIMS = {"VGG16": (64, 128, 256, 512), "ResNet18": (32, 64, 128, 256, 512),
+                 "ResNet50": (32, 64, 128, 256, 512, 1024, 2048), "ResNet101": (32, 64, 128, 256, 512, 1024, 2048),
+                 "ResNet152": (32, 64, 128, 256, 512, 1024, 2048)}
+EIGENPLACES_DIMS = {"VGG16": (512,), "ResNet18": (256, 512), "ResNet50": (128, 256, 512, 1024, 2048),
+                    "ResNet101": (128, 256, 512, 1024, 2048)}
+_CHANNELS = {"VGG16": 512, "ResNet18": 512, "ResNet50": 2048, "ResNet101": 2048, "ResNet152": 2048}
+_NATIVE_512 = Preprocessing((512, 512), resize="none")
+
+
+def _geolocalization_releases(project: str, suffix: str, dims: dict, reference: str) -> dict:
+    """CosPlace's or EigenPlaces' GitHub releases (v1.0): ``{backbone}_{dim}_{suffix}.pth`` state_dicts of
+    their GeoLocalizationNet, the whole torchvision trunk + the CosPlace head (models.layouts.cosplace)."""
+    releases = {}
+    for backbone, sizes in dims.items():
+        for dim in sizes:
+            architecture = {"backbone_arch": backbone.lower(), "layers_to_crop": [], "agg_arch": "CosPlace",
+                            "agg_config": {"in_channels": _CHANNELS[backbone], "out_dim": dim},
+                            "image_size": [512, 512]}
+            file_name = f"{backbone}_{dim}_{suffix}.pth"
+            releases[f"{suffix}_{backbone.lower()}_{dim}"] = Release(
+                architecture, file_name, f"https://github.com/gmberton/{project}/releases/download/v1.0/{file_name}",
+                f"https://github.com/gmberton/{project}/releases/tag/v1.0", reference, preprocessing=_NATIVE_512)
+    return releases
+
+
 def _drive_release(architecture: dict, file_name: str, file_id: str, reference: str) -> Release:
     """A release shared on Google Drive: downloaded by the direct form of its share link (confirm=t skips
     the virus-scan page), published at the share page."""
@@ -132,13 +161,17 @@ RELEASES = {
         {"backbone_arch": "resnet18", "layers_to_crop": [4], "agg_arch": "MixVPR",
          "agg_config": _mixer(256, 20, 128), "image_size": [320, 320]},
         "lightweight_mixvpr_kd_resnet18_512.ckpt", "1C3dLL5-IVEuLKWp5laZAwiEwP2feQw9J", "Lightweight-MixVPR, README (KD)"),
+    # CosPlace (CVPR 2022) and EigenPlaces (ICCV 2023), trained on SF-XL: every published backbone and size
+    **_geolocalization_releases("CosPlace", "cosplace", COSPLACE_DIMS, "CosPlace (CVPR 2022)"),
+    **_geolocalization_releases("EigenPlaces", "eigenplaces", EIGENPLACES_DIMS, "EigenPlaces (ICCV 2023)"),
 }
 
 
 def release_name(family: str, backbone: str, descriptors_dimension: Optional[int] = None) -> str:
-    """The name of ``family``'s release (mixvpr, boq, salad, lightweight) for ``backbone`` with descriptors of
-    ``descriptors_dimension`` (None: the backbone's only release); ConfigError listing the family's releases."""
-    prefix = f"{family}_{backbone}_"
+    """The name of ``family``'s release (mixvpr, boq, salad, lightweight, cosplace, eigenplaces, ...) for
+    ``backbone`` (any case: the authors write ResNet50) with descriptors of ``descriptors_dimension`` (None: the
+    backbone's only release); ConfigError listing the family's releases."""
+    prefix = f"{family}_{str(backbone).lower()}_"
     matches = [n for n in RELEASES if n.startswith(prefix)
                and (descriptors_dimension is None or n == f"{prefix}{descriptors_dimension}")]
     if len(matches) != 1:
@@ -146,6 +179,31 @@ def release_name(family: str, backbone: str, descriptors_dimension: Optional[int
         raise ConfigError(f"no {family} release for backbone={backbone!r}, descriptors_dimension={descriptors_dimension}"
                           f"{' (several: give one)' if matches else ''}; the releases are {choices}")
     return matches[0]
+
+
+# a checkpoint entry naming a published release instead of a file: eval.py and retrieve.py --checkpoint,
+# distillation.teacher_checkpoint (``release:cosplace_resnet50_2048``)
+RELEASE_PREFIX = "release:"
+
+
+def release_in(checkpoint: str | Path) -> Optional[str]:
+    """The release named by a ``release:<name>`` checkpoint entry, or None for a file; ConfigError listing the
+    releases for an unknown name."""
+    text = str(checkpoint)
+    if not text.startswith(RELEASE_PREFIX):
+        return None
+    name = text[len(RELEASE_PREFIX):].strip()
+    if name not in RELEASES:
+        raise ConfigError(f"{text}: no release {name!r}; the releases are {sorted(RELEASES)}")
+    return name
+
+
+def release_of_file(path: str | Path) -> Optional[str]:
+    """The release whose published file name ``path`` has (``Release.file_name``: the name it has in torch.hub's
+    cache, and when copied elsewhere), or None. File names are unique across RELEASES."""
+    name = Path(path).name
+    found = [n for n, r in RELEASES.items() if r.file_name == name]
+    return found[0] if len(found) == 1 else None
 
 
 RECORD_SUFFIX = ".sha256.json"

@@ -1,6 +1,8 @@
 """Key -> shape layouts of the released weights, written down from the projects' published structure
 (DINOv2's block structure, SALAD's and BoQ's module lists, torchvision's ResNet), independently of our
 model code, so that tests can check our state_dicts against them."""
+import functools
+
 import torch
 import torchvision
 
@@ -99,3 +101,21 @@ def mixvpr_layout(in_channels: int, positions: int, out_channels: int, depth: in
         layout |= {p + "0.weight": (positions,), p + "0.bias": (positions,), p + "1.weight": (positions, positions),
                    p + "1.bias": (positions,), p + "3.weight": (positions, positions), p + "3.bias": (positions,)}
     return layout
+
+
+@functools.cache
+def _geolocalization_trunk(backbone: str) -> tuple:
+    with torch.device("meta"):
+        tv = getattr(torchvision.models, backbone.lower())(weights=None)
+    children = list(tv.children())[:-2] if backbone.startswith("ResNet") else list(tv.features.children())[:-2]
+    return tuple((f"backbone.{i}.{k}", tuple(v.shape)) for i, child in enumerate(children)
+                 for k, v in child.state_dict().items())
+
+
+def geolocalization_layout(backbone: str, dim: int) -> dict:
+    """CosPlace's and EigenPlaces' GeoLocalizationNet (their *_network.py): ``backbone`` an nn.Sequential of
+    torchvision's ResNet children without avgpool and fc, or of vgg16.features without its last two modules;
+    ``aggregation`` (L2Norm, GeM, Flatten, Linear, L2Norm)."""
+    channels = 512 if backbone in ("VGG16", "ResNet18") else 2048
+    return dict(_geolocalization_trunk(backbone)) | {"aggregation.1.p": (1,), "aggregation.3.weight": (dim, channels),
+                                                     "aggregation.3.bias": (dim,)}
