@@ -1,7 +1,7 @@
 """torch.hub entry points: ``torch.hub.load('<owner>/<repo>', 'mixvpr', backbone='resnet50',
 descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` and ``'lightweight_mixvpr'``, and
 the field's baselines with their authors' keyword names: ``'cosplace'`` and ``'eigenplaces'`` (``backbone='ResNet50',
-fc_output_dim=2048``).
+fc_output_dim=2048``) and ``'netvlad'`` (``descriptors_dimension=4096``).
 
 Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, resized and normalised as ``net.preprocessing``
 says (the release's published test size, resize policy and mean/std; ``net.mean``/``net.std``), -> (B, D)
@@ -59,3 +59,12 @@ def eigenplaces(backbone: str = "ResNet50", fc_output_dim: int = 2048, pretraine
     """EigenPlaces (Berton et al., ICCV 2023), trained on SF-XL: CosPlace's network (``cosplace``), released for
     VGG16 512, ResNet18 256/512, ResNet50 and ResNet101 128-2048. Evaluated with each image at its own resolution."""
     return _release("eigenplaces", backbone, fc_output_dim, pretrained)
+
+
+def netvlad(backbone: str = "VGG16", descriptors_dimension: int = 4096, pretrained: bool = True):
+    """NetVLAD (Arandjelovic et al., CVPR 2016), the authors' MATLAB release trained on Pitts30k, as
+    VPR-methods-evaluation loads it: VGG16 up to conv5_3 + NetVLAD, 64 clusters, 32768-d, or 4096-d after its PCA
+    whitening (``descriptors_dimension``, 4096 or 32768; one file for both). It takes ImageNet-normalised images,
+    as every network here, and feeds its VGG16 pixels in 0..255 less the release's average colour, as the port does;
+    each image at its own resolution."""
+    return _release("netvlad", backbone, descriptors_dimension, pretrained)

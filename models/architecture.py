@@ -99,7 +99,12 @@ def infer_aggregator(state_dict: dict) -> Optional[tuple[str, dict]]:
                          "token_dim": agg["token_features.2.weight"][0]}
     if "centroids" in agg:
         clusters, channels = agg["centroids"]
-        return "NetVLAD", {"in_channels": channels, "num_clusters": clusters}
+        config = {"in_channels": channels, "num_clusters": clusters}
+        if "conv.bias" not in agg:
+            config["assignment_bias"] = False
+        if "whitening.weight" in agg:
+            config["whitening_dim"] = agg["whitening.weight"][0]
+        return "NetVLAD", config
     if "gem.p" in agg and "fc.weight" in agg:
         out_dim, channels = agg["fc.weight"]
         return "CosPlace", {"in_channels": channels, "out_dim": out_dim}

@@ -92,6 +92,20 @@ def _geolocalization_releases(project: str, suffix: str, dims: dict, reference: 
     return releases
 
 
+def _netvlad(whitening_dim: Optional[int]) -> dict:
+    """NetVLAD's MATLAB release (VGG16 to conv5_3, 64 clusters, no assignment bias) with or without its WPCA."""
+    return {"backbone_arch": "vgg16", "layers_to_crop": [], "backbone_config": {"matconvnet_input": True},
+            "agg_arch": "NetVLAD", "agg_config": {"in_channels": 512, "num_clusters": 64, "assignment_bias": False,
+                                                  "whitening_dim": whitening_dim},
+            "image_size": [480, 640]}
+
+
+# NetVLAD evaluated with each image at its own resolution (VPR-methods-evaluation without --image_size), built at
+# Pittsburgh's 480 x 640; its trunk turns the ImageNet-normalised input into its own (models.backbones.vgg)
+_NETVLAD_INPUT = Preprocessing((480, 640), resize="none")
+_NETVLAD_FILE = "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat"
+
+
 def _drive_release(architecture: dict, file_name: str, file_id: str, reference: str) -> Release:
     """A release shared on Google Drive: downloaded by the direct form of its share link (confirm=t skips
     the virus-scan page), published at the share page."""
@@ -164,11 +178,18 @@ RELEASES = {
     # CosPlace (CVPR 2022) and EigenPlaces (ICCV 2023), trained on SF-XL: every published backbone and size
     **_geolocalization_releases("CosPlace", "cosplace", COSPLACE_DIMS, "CosPlace (CVPR 2022)"),
     **_geolocalization_releases("EigenPlaces", "eigenplaces", EIGENPLACES_DIMS, "EigenPlaces (ICCV 2023)"),
+    # NetVLAD (CVPR 2016), vd16_pitts30k_conv5_3_vlad_preL2_intra_white, as hloc converted it and VPR-methods-
+    # evaluation loads it (vpr_models/netvlad.py): one MatConvNet file for both sizes, the 4096-d one with the
+    # PCA whitening (models.layouts.netvlad reads it)
+    "netvlad_vgg16_4096": Release(_netvlad(4096), "Pitts30K_struct.mat", _NETVLAD_FILE, "https://github.com/Relja/netvlad",
+                                  "NetVLAD (CVPR 2016), VGG16 + NetVLAD + whitening, Pitts30k", preprocessing=_NETVLAD_INPUT),
+    "netvlad_vgg16_32768": Release(_netvlad(None), "Pitts30K_struct.mat", _NETVLAD_FILE, "https://github.com/Relja/netvlad",
+                                   "NetVLAD (CVPR 2016), VGG16 + NetVLAD, Pitts30k", preprocessing=_NETVLAD_INPUT),
 }
 
 
 def release_name(family: str, backbone: str, descriptors_dimension: Optional[int] = None) -> str:
-    """The name of ``family``'s release (mixvpr, boq, salad, lightweight, cosplace, eigenplaces, ...) for
+    """The name of ``family``'s release (mixvpr, boq, salad, lightweight, cosplace, eigenplaces, netvlad ...) for
     ``backbone`` (any case: the authors write ResNet50) with descriptors of ``descriptors_dimension`` (None: the
     backbone's only release); ConfigError listing the family's releases."""
     prefix = f"{family}_{str(backbone).lower()}_"

@@ -119,3 +119,51 @@ def geolocalization_layout(backbone: str, dim: int) -> dict:
     channels = 512 if backbone in ("VGG16", "ResNet18") else 2048
     return dict(_geolocalization_trunk(backbone)) | {"aggregation.1.p": (1,), "aggregation.3.weight": (dim, channels),
                                                      "aggregation.3.bias": (dim,)}
+
+
+# VGG16 up to conv5_3 as MatConvNet lists it (imagenet-vgg-verydeep-16 cut at conv5_3, Relja/netvlad loadNet.m)
+_VGG16_MATCONVNET = ["conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1", "conv2_1", "relu2_1", "conv2_2", "relu2_2",
+                     "pool2", "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "pool3", "conv4_1",
+                     "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "pool4", "conv5_1", "relu5_1", "conv5_2",
+                     "relu5_2", "conv5_3"]
+_VGG16_CHANNELS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
+
+
+def netvlad_matconvnet_layout(clusters: int = 64, whitening_dim: int | None = 4096) -> dict:
+    """NetVLAD's MATLAB release (Relja/netvlad addLayers.m, addPCA.m; ``vd16_*_conv5_3_vlad_preL2_intra_white``)
+    as ``models.layouts.netvlad.read_matconvnet`` reads it: ``net.layers.<i>.weights.<j>`` with loadmat's
+    squeezed shapes, and the average image (stored here as a 2 x 2 x 3 image)."""
+    layout, previous = {}, 3
+    for i, name in enumerate(_VGG16_MATCONVNET):
+        if name.startswith("conv"):
+            out = _VGG16_CHANNELS[name[4]]
+            layout |= {f"net.layers.{i}.weights.0": (3, 3, previous, out), f"net.layers.{i}.weights.1": (out,)}
+            previous = out
+    layout |= {"net.layers.30.weights.0": (512, clusters), "net.layers.30.weights.1": (512, clusters)}
+    if whitening_dim:
+        layout |= {"net.layers.33.weights.0": (512 * clusters, whitening_dim), "net.layers.33.weights.1": (whitening_dim,)}
+    return layout | {"net.meta.normalization.averageImage": (2, 2, 3)}
+
+
+def netvlad_layer_names(whitening: bool = True) -> list[str]:
+    """The names of the release's layers, in order (VGG16 to conv5_3, then addLayers.m's and addPCA.m's)."""
+    return _VGG16_MATCONVNET + ["preL2", "vlad:core", "vlad:intranorm", "postL2"] + (["WPCA", "finalL2"] if whitening else [])
+
+
+def write_netvlad_mat(path, tensors: dict) -> None:
+    """Save ``tensors`` (in ``netvlad_matconvnet_layout``) as MatConvNet's ``net`` struct: ``layers`` a cell of
+    structs (name, type, weights: a cell of arrays), ``meta.normalization.averageImage``."""
+    import numpy as np
+    from scipy.io import savemat
+
+    names = netvlad_layer_names("net.layers.33.weights.0" in tensors)
+    layers = np.empty(len(names), dtype=object)
+    for i, name in enumerate(names):
+        weights = [tensors[k].numpy() for k in (f"net.layers.{i}.weights.0", f"net.layers.{i}.weights.1") if k in tensors]
+        cell = np.empty(len(weights), dtype=object)
+        cell[:] = weights if len(weights) != 1 else [weights[0]]
+        kind = {"conv": "conv", "relu": "relu", "pool": "pool", "WPCA": "conv"}.get(name[:4].rstrip("_0123456789"),
+                                                                              "custom")
+        layers[i] = {"name": name, "type": kind, "weights": cell}
+    average = tensors["net.meta.normalization.averageImage"].numpy()
+    savemat(str(path), {"net": {"layers": layers, "meta": {"normalization": {"averageImage": average}}}})

@@ -15,6 +15,13 @@ on ``seeded_image`` inputs:
   replace them). ``*_64x96`` batch 2, ``*_80x64`` batch 1 (seed 1). ``cosplace_resnet18_32_pipeline``: their
   test_dataset.py transform (ToTensor, ImageNet Normalize, no resize) on the PIL images of ``seeded_uint8``
   arrays 60 x 90 (seeds 0, 1) and 70 x 50 (seed 2), one image per forward pass.
+- ``netvlad_*``: gmberton/VPR-methods-evaluation adbb6e2 ``vpr_models/netvlad.py`` (hloc's port of the MATLAB
+  release) with 4 clusters (its NetVLADLayer default patched from 64; whitening to its 4096), reading a
+  MatConvNet file written by ``release_layouts.write_netvlad_mat`` from ``seeded_matconvnet`` where it looks for
+  VGG16-NetVLAD-Pitts30K.mat; ``netvlad_whitened_pipeline`` with ``descriptors_dimension=4096``,
+  ``netvlad_pipeline`` with 32768 (the same file, no whitening), both through its test_dataset.py transform
+  (ToTensor, ImageNet Normalize, no resize: its forward denormalises to 0..255) on ``seeded_uint8`` 64 x 96
+  (seed 0), 80 x 64 (1), 64 x 96 (2), one image per forward pass.
 """
 from pathlib import Path
 
@@ -105,6 +112,65 @@ def test_cosplace_is_evaluated_at_each_images_own_resolution_as_its_test_dataset
     assert_matches(embed(net, paths, batch_size=3, progress=False), "cosplace_resnet18_32_pipeline")
 
 
+# ------------------------------------------------------------------ NetVLAD
+@pytest.fixture(scope="module")
+def netvlad_mat(tmp_path_factory) -> Path:
+    """A seeded MATLAB release with 4 clusters and the 4096-d whitening, written as MatConvNet does."""
+    from release_layouts import netvlad_matconvnet_layout, write_netvlad_mat
+    from reference_weights import seeded_matconvnet
+
+    path = tmp_path_factory.mktemp("netvlad") / "Pitts30K_struct.mat"
+    write_netvlad_mat(path, seeded_matconvnet(netvlad_matconvnet_layout(4, 4096)))
+    return path
+
+
+def small_netvlad(whitening_dim):
+    """The release's network with 4 clusters instead of 64 (the reference's)."""
+    from models.network import build_network
+    from models.releases import RELEASES
+
+    arch = RELEASES["netvlad_vgg16_4096"].architecture
+    net = build_network(**{**arch, "agg_config": {**arch["agg_config"], "num_clusters": 4,
+                                                 "whitening_dim": whitening_dim}})
+    net.preprocessing = RELEASES["netvlad_vgg16_4096"].eval_preprocessing
+    return net
+
+
+def test_netvlad_release_layout_maps_onto_ours_for_both_sizes():
+    from models.layouts import netvlad as netvlad_layout
+    from release_layouts import netvlad_matconvnet_layout
+
+    for name, whitening in (("netvlad_vgg16_4096", 4096), ("netvlad_vgg16_32768", None)):
+        theirs = netvlad_matconvnet_layout(64, whitening)
+        assert netvlad_layout.is_layout(theirs)
+        net = release_network_meta(name)
+        assert shapes_of(net.state_dict()) == netvlad_layout.to_ours(theirs)
+        assert net.descriptor_dim == (whitening or 32768)
+
+
+@pytest.mark.parametrize("whitening_dim,entry", [(4096, "netvlad_whitened_pipeline"), (None, "netvlad_pipeline")])
+def test_netvlad_matlab_release_loads_strictly_and_matches_the_port_the_field_evaluates_with(
+        tmp_path, netvlad_mat, whitening_dim, entry):
+    from models.inference import embed
+
+    # one file for both: the 32768-d network leaves its whitening out
+    net = load_weights(small_netvlad(whitening_dim), netvlad_mat).eval()
+    # ImageNet-normalised input, no resize; the trunk takes pixels less the release's average colour (its first pixel)
+    assert (net.preprocessing.mean, net.preprocessing.fixed_size) == ((0.485, 0.456, 0.406), None)
+    assert net.backbone.average_rgb.tolist() == pytest.approx([90, 90 + 40 / 11, 90 + 80 / 11])
+    paths = image_files(tmp_path, [(64, 96, 0), (80, 64, 1), (64, 96, 2)])
+    assert_matches(embed(net, paths, batch_size=3, progress=False), entry)
+
+
+def test_netvlad_file_that_is_not_a_matconvnet_network_is_named(tmp_path):
+    from utils.errors import CheckpointError
+
+    bad = tmp_path / "Pitts30K_struct.mat"
+    bad.write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    with pytest.raises(CheckpointError, match=r"Pitts30K_struct.mat \(30 bytes\) is not a readable MatConvNet network"):
+        load_weights(torch.nn.Linear(1, 1), bad)  # refused when read, before any network is involved
+
+
 # ------------------------------------------------------------------ entry points, shared by every family
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,6 +206,8 @@ HUB = [  # entry, the authors' keywords, release
     ("cosplace", {"backbone": "ResNet50", "fc_output_dim": 2048}, "cosplace_resnet50_2048"),
     ("cosplace", {"backbone": "VGG16", "fc_output_dim": 64}, "cosplace_vgg16_64"),
     ("eigenplaces", {"backbone": "ResNet101", "fc_output_dim": 128}, "eigenplaces_resnet101_128"),
+    ("netvlad", {"descriptors_dimension": 4096}, "netvlad_vgg16_4096"),
+    ("netvlad", {"backbone": "VGG16", "descriptors_dimension": 32768}, "netvlad_vgg16_32768"),
 ]
 
 
@@ -181,10 +249,16 @@ def test_hub_entry_names_the_published_sizes_of_a_backbone():
 
 
 def test_release_file_names_are_unique_so_a_file_names_its_release():
-    from models.releases import RELEASES
+    from models.releases import RELEASES, release_of_file
 
-    names = [r.file_name for r in RELEASES.values()]
-    assert len(set(names)) == len(names)
+    by_file = {}
+    for name, release in RELEASES.items():
+        by_file.setdefault(release.file_name, []).append(name)
+    # one file is several releases only where one file holds several networks (NetVLAD with and without WPCA)
+    assert {f: n for f, n in by_file.items() if len(n) > 1} == {
+        "Pitts30K_struct.mat": ["netvlad_vgg16_4096", "netvlad_vgg16_32768"]}
+    assert release_of_file("/any/where/ResNet50_2048_cosplace.pth") == "cosplace_resnet50_2048"
+    assert release_of_file("Pitts30K_struct.mat") is None and release_of_file("mine.ckpt") is None
 
 
 RELEASE_CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml")
@@ -220,3 +294,14 @@ def test_load_model_knows_a_release_file_by_its_published_name_and_takes_a_recip
     # the published name also says how its authors evaluate it; a renamed file takes the recipe's size
     assert by_name.preprocessing == RELEASES["cosplace_resnet18_32"].eval_preprocessing
     assert by_recipe.preprocessing.fixed_size == (512, 512)
+
+
+@pytest.mark.parametrize("arch,crop", [("resnet18", [4]), ("resnet50", []), ("vgg16", [])])
+def test_cnn_backbones_know_their_map_size_without_running(arch, crop):
+    # built at 480 x 640 (NetVLAD) or 512 x 512 (CosPlace), a trial forward pass took seconds
+    from models.backbones import build_backbone
+
+    backbone = build_backbone(arch, pretrained=False, layers_to_crop=crop).eval()
+    for size in ((33, 47), (64, 96), (35, 63)):
+        with torch.no_grad():
+            assert backbone.feature_map_shape(size) == tuple(backbone(torch.zeros(1, 3, *size)).shape[1:])

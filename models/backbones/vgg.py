@@ -11,13 +11,14 @@ Layout (torchvision's names under ``model.features.``), 13 convolutions 3 x 3, p
     model.features.<i>.weight (out, in, 3, 3), .bias (out,)   i = 0, 2 | 5, 7 | 10, 12, 14 | 17, 19, 21 | 24, 26, 28
                                                              channels 64 | 128 | 256 | 512 | 512
     (ReLU after every convolution but the last; max-pools 2 x 2 at 4, 9, 16, 23: stride 16)
-    average_rgb (3,)                                         only with subtract_average (NetVLAD)
+    average_rgb (3,)                                         only with matconvnet_input (NetVLAD)
 
-``subtract_average``: the MATLAB NetVLAD release's input convention. Its network takes pixels in 0..255
-minus the average colour its file stores (``net.meta.normalization.averageImage(1,1,:)``,
-``computeRepresentation.m``); here the release's preprocessing gives images in 0..255 (mean 0, std 1/255)
-and the trunk subtracts ``average_rgb``, a buffer that loads with the weights (ImageNet's mean in 0..255
-until then).
+``matconvnet_input``: the MATLAB NetVLAD release's input convention. Its network takes pixels in 0..255 minus
+the average colour its file stores (``net.meta.normalization.averageImage(1,1,:)``, ``computeRepresentation.m``).
+As the port the field evaluates it with (VPR-methods-evaluation ``vpr_models/netvlad.py``, from hloc), the
+trunk takes ImageNet-normalised images as every network here, undoes that normalisation (x * std + mean,
+clamped to 0..1), scales to 0..255 and subtracts ``average_rgb``, a buffer that loads with the weights
+(ImageNet's mean in 0..255 until then). So evaluation, training and distillation feed it as any other network.
 """
 from typing import Sequence
 
@@ -25,6 +26,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from dataloaders.transforms import IMAGENET_MEAN, IMAGENET_STD
 from utils.errors import ConfigError
 
 from .imagenet_weights import load_imagenet_weights
@@ -40,14 +42,14 @@ class VGG16(nn.Module):
 
     layers_to_crop: ``[]`` only (the trunk is used whole, as both releases use it).
     layers_to_freeze: ``k`` freezes convolution blocks 1..k (CosPlace trains block 5 only: 4); -1 or 0: none.
-    subtract_average: subtract the ``average_rgb`` buffer from the input first (NetVLAD's release).
+    matconvnet_input: turn ImageNet-normalised input into pixels in 0..255 less ``average_rgb`` (NetVLAD's release).
     pretrained: load torchvision's ImageNet weights now (else later with ``load_pretrained``).
     """
 
     FIRST_KEY = "model.features.0.weight"  # in every state_dict of this class: how weights are matched to it
 
     def __init__(self, model_name: str = "vgg16", pretrained: bool = True, layers_to_freeze: int = 2,
-                 layers_to_crop: Sequence[int] = (), subtract_average: bool = False):
+                 layers_to_crop: Sequence[int] = (), matconvnet_input: bool = False):
         super().__init__()
         if list(layers_to_crop):
             raise ConfigError(f"layers_to_crop={list(layers_to_crop)}: {model_name} is used up to conv5_3, as NetVLAD "
@@ -57,15 +59,19 @@ class VGG16(nn.Module):
                               f"(freeze convolution blocks 1..k)")
         self.model_name = model_name
         self.imagenet_weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
-        self.model = torchvision.models.vgg16(weights=None)
-        self.model.features = self.model.features[:CUT]
-        self.model.avgpool = None
-        self.model.classifier = None
+        # the features alone (torchvision's vgg16() would also build and initialise its 120M-parameter classifier),
+        # initialised as torchvision's VGG initialises them
+        self.model = nn.Module()
+        self.model.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])[:CUT]
+        for conv in self.model.features:
+            if isinstance(conv, nn.Conv2d):
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
         self.out_channels, self.stride = 512, 16
         for start, end in BLOCKS[:max(layers_to_freeze, 0)]:
             self.model.features[start:end].requires_grad_(False)
-        self.subtract_average = subtract_average
-        if subtract_average:
+        self.matconvnet_input = matconvnet_input
+        if matconvnet_input:
             self.register_buffer("average_rgb", torch.tensor(IMAGENET_MEAN_255))
         if pretrained:
             self.load_pretrained()
@@ -74,8 +80,15 @@ class VGG16(nn.Module):
         """Load torchvision's ImageNet weights into the trunk (downloaded once, then cached)."""
         load_imagenet_weights(self.model, self.imagenet_weights, self.model_name)
 
+    def feature_map_shape(self, image_size: Sequence[int]) -> tuple[int, int, int]:
+        """(512, H // 16, W // 16) for an image of ``image_size`` = (H, W): four 2 x 2 max-pools, each flooring."""
+        return self.out_channels, int(image_size[0]) // 16, int(image_size[1]) // 16
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) image -> (B, 512, H // 16, W // 16) conv5_3 map."""
-        if self.subtract_average:
-            x = x - self.average_rgb.to(x.dtype).view(1, 3, 1, 1)
+        if self.matconvnet_input:
+            mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            pixels = ((x * std + mean).clamp(0, 1) * 255).clamp(0, 255)
+            x = pixels - self.average_rgb.to(x.dtype).view(1, 3, 1, 1)
         return self.model.features(x)
