@@ -1,7 +1,7 @@
 """torch.hub entry points: ``torch.hub.load('<owner>/<repo>', 'mixvpr', backbone='resnet50',
 descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` and ``'lightweight_mixvpr'``, and
 the field's baselines with their authors' keyword names: ``'cosplace'`` and ``'eigenplaces'`` (``backbone='ResNet50',
-fc_output_dim=2048``) and ``'netvlad'`` (``descriptors_dimension=4096``).
+fc_output_dim=2048``), ``'netvlad'`` (``descriptors_dimension=4096``) and ``'megaloc'``.
 
 Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, resized and normalised as ``net.preprocessing``
 says (the release's published test size, resize policy and mean/std; ``net.mean``/``net.std``), -> (B, D)
@@ -68,3 +68,12 @@ def netvlad(backbone: str = "VGG16", descriptors_dimension: int = 4096, pretrain
     as every network here, and feeds its VGG16 pixels in 0..255 less the release's average colour, as the port does;
     each image at its own resolution."""
     return _release("netvlad", backbone, descriptors_dimension, pretrained)
+
+
+def megaloc(pretrained: bool = True):
+    """MegaLoc (Berton & Masone, CVPR Workshops 2025), as ``torch.hub.load('gmberton/MegaLoc', 'get_trained_model')``
+    builds it: DINOv2 ViT-B/14 (final norm, class token) + SALAD 64 x 256 + 256, a linear layer to 8448 and an
+    L2-norm; an image whose sides are not multiples of 14 is resized to the nearest ones inside the forward pass,
+    as the authors' forward does. The weights are the Hugging Face file (gberton/MegaLoc model.safetensors); the
+    first GitHub release is ``models.releases.load_release('megaloc_dinov2_8448_github')``."""
+    return _release("megaloc", "dinov2", 8448, pretrained)

@@ -106,6 +106,20 @@ _NETVLAD_INPUT = Preprocessing((480, 640), resize="none")
 _NETVLAD_FILE = "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat"
 
 
+# MegaLoc (gmberton/MegaLoc megaloc_model.py): DINOv2 ViT-B/14, final norm and class token, all 12 blocks, images
+# resized inside the forward pass to multiples of 14 (after the normalisation) -> SALAD 64 x 256 + 256 -> linear
+# 8448. num_trainable_blocks is a training setting only (MegaLoc's training code is not published; SALAD's 4 here).
+# Evaluated with each image at its own resolution (VPR-methods-evaluation, to which its README points, has no
+# --image_size for it and no resizing wrapper: the network rounds the size itself); built at 322 x 322.
+_MEGALOC = {"backbone_arch": "dinov2_vitb14",
+            "backbone_config": {"num_trainable_blocks": 4, "return_token": True, "norm_layer": True,
+                                "resize_to_patches": True},
+            "agg_arch": "MegaLoc", "agg_config": {"num_channels": 768, "num_clusters": 64, "cluster_dim": 256,
+                                                  "token_dim": 256, "out_dim": 8448},
+            "image_size": [322, 322]}
+_MEGALOC_INPUT = Preprocessing((322, 322), resize="none")
+
+
 def _drive_release(architecture: dict, file_name: str, file_id: str, reference: str) -> Release:
     """A release shared on Google Drive: downloaded by the direct form of its share link (confirm=t skips
     the virus-scan page), published at the share page."""
@@ -183,6 +197,16 @@ RELEASES = {
     # PCA whitening (models.layouts.netvlad reads it)
     "netvlad_vgg16_4096": Release(_netvlad(4096), "Pitts30K_struct.mat", _NETVLAD_FILE, "https://github.com/Relja/netvlad",
                                   "NetVLAD (CVPR 2016), VGG16 + NetVLAD + whitening, Pitts30k", preprocessing=_NETVLAD_INPUT),
+    # MegaLoc (CVPR Workshops 2025): the file its hubconf.py loads now (Hugging Face, safetensors; models.layouts.megaloc)
+    # and the one it loaded first (GitHub release v1.0, a state_dict in our keys)
+    "megaloc_dinov2_8448": Release(_MEGALOC, "megaloc.safetensors",
+                                   "https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",
+                                   "https://huggingface.co/gberton/MegaLoc", "MegaLoc (CVPR Workshops 2025)",
+                                   preprocessing=_MEGALOC_INPUT),
+    "megaloc_dinov2_8448_github": Release(_MEGALOC, "megaloc.torch",
+                                          "https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch",
+                                          "https://github.com/gmberton/MegaLoc/releases/tag/v1.0",
+                                          "MegaLoc (CVPR Workshops 2025), first release", preprocessing=_MEGALOC_INPUT),
     "netvlad_vgg16_32768": Release(_netvlad(None), "Pitts30K_struct.mat", _NETVLAD_FILE, "https://github.com/Relja/netvlad",
                                    "NetVLAD (CVPR 2016), VGG16 + NetVLAD, Pitts30k", preprocessing=_NETVLAD_INPUT),
 }

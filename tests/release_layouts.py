@@ -167,3 +167,18 @@ def write_netvlad_mat(path, tensors: dict) -> None:
         layers[i] = {"name": name, "type": kind, "weights": cell}
     average = tensors["net.meta.normalization.averageImage"].numpy()
     savemat(str(path), {"net": {"layers": layers, "meta": {"normalization": {"averageImage": average}}}})
+
+
+def megaloc_layout(embed_dim: int, depth: int, clusters: int, cluster_dim: int, token_dim: int, out_dim: int,
+                   first_release: bool = False) -> dict:
+    """MegaLoc (gmberton/MegaLoc megaloc_model.py): ``backbone`` its own ViT with DINOv2's names but no mask token
+    (the Hugging Face safetensors), or the official DINOv2 hub model as ``backbone.model`` (the first, GitHub,
+    release); ``aggregator.agg`` SALAD, ``aggregator.linear``."""
+    vit = dinov2_layout(embed_dim, depth)
+    if first_release:
+        backbone = prefixed("backbone.model.", vit)
+    else:
+        backbone = prefixed("backbone.", {k: v for k, v in vit.items() if k != "mask_token"})
+    head = prefixed("agg.", salad_layout(embed_dim, clusters, cluster_dim, token_dim)) | {
+        "linear.weight": (out_dim, clusters * cluster_dim + token_dim), "linear.bias": (out_dim,)}
+    return release(backbone, head)

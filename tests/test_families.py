@@ -22,6 +22,13 @@ on ``seeded_image`` inputs:
   ``netvlad_pipeline`` with 32768 (the same file, no whitening), both through its test_dataset.py transform
   (ToTensor, ImageNet Normalize, no resize: its forward denormalises to 0..255) on ``seeded_uint8`` 64 x 96
   (seed 0), 80 x 64 (1), 64 x 96 (2), one image per forward pass.
+- ``megaloc_safetensors_*``: gmberton/MegaLoc 1af071c ``megaloc_model.MegaLoc`` (its own ViT, the layout of the
+  Hugging Face file) with its backbone and aggregator rebuilt at width 32, depth 2, 2 heads, 8 clusters of 4,
+  a 6-d token, 24-d output (hidden 512, as theirs); ``megaloc_github_*``: its first release's model
+  (0a6789f, ``MegaLocModel``: the official DINOv2 hub model, facebookresearch/dinov2 b8931f7 at that size, as
+  ``backbone.model``). ``SALAD_GAIN`` x30 on the score layer. ``*_70x98`` batch 2, ``*_60x90`` batch 1 (seed 1:
+  resized to 56 x 84 in their forward), ``*_pipeline``: VPR-methods-evaluation's transform (no resize) on
+  ``seeded_uint8`` 60 x 90 (seed 0) and 75 x 50 (seed 1), the model as their hub returns it.
 """
 from pathlib import Path
 
@@ -171,6 +178,67 @@ def test_netvlad_file_that_is_not_a_matconvnet_network_is_named(tmp_path):
         load_weights(torch.nn.Linear(1, 1), bad)  # refused when read, before any network is involved
 
 
+# ------------------------------------------------------------------ MegaLoc
+MEGALOC_GAIN = {"aggregator.agg.score.3.weight": 30.0}
+
+
+def tiny_megaloc():
+    """MegaLoc's release network at the reference's widths (tests/conftest.py tiny_dinov2: width 32, depth 2)."""
+    from models.network import build_network
+    from models.releases import RELEASES
+
+    release = RELEASES["megaloc_dinov2_8448"]
+    arch = release.architecture
+    net = build_network(**{**arch, "backbone_arch": "dinov2_vitt14", "image_size": (70, 98),
+                           "backbone_config": {**arch["backbone_config"], "num_trainable_blocks": 1},
+                           "agg_config": {"num_channels": 32, "num_clusters": 8, "cluster_dim": 4, "token_dim": 6,
+                                          "out_dim": 24}})
+    net.preprocessing = release.eval_preprocessing.with_size(None)
+    return net
+
+
+def test_megaloc_both_release_layouts_map_onto_ours():
+    from models.layouts import megaloc as megaloc_layout
+    from release_layouts import megaloc_layout as published
+
+    ours = shapes_of(release_network_meta("megaloc_dinov2_8448").state_dict())
+    hugging_face, github = published(768, 12, 64, 256, 256, 8448), published(768, 12, 64, 256, 256, 8448, True)
+    assert megaloc_layout.is_layout(hugging_face) and not megaloc_layout.is_layout(github)
+    assert megaloc_layout.to_ours(hugging_face) == ours
+    assert github == ours  # the first release is in our keys
+    assert release_network_meta("megaloc_dinov2_8448").descriptor_dim == 8448
+
+
+@pytest.mark.parametrize("file_name,first_release,entry", [
+    ("megaloc.safetensors", False, "megaloc_safetensors"), ("megaloc.torch", True, "megaloc_github")])
+def test_megaloc_release_loads_strictly_and_matches_the_authors(tiny_dinov2, tmp_path, file_name, first_release, entry):
+    from safetensors.torch import save_file
+
+    from models.inference import embed
+    from release_layouts import megaloc_layout as published
+
+    weights = seeded_state_dict(published(32, 2, 8, 4, 6, 24, first_release), gain=MEGALOC_GAIN)
+    path = tmp_path / file_name
+    (torch.save if first_release else save_file)(weights, path)
+    net = load_weights(tiny_megaloc(), path).eval()
+    with torch.no_grad():
+        assert_matches(net(seeded_image(70, 98, batch=2)), f"{entry}_70x98")
+        # not multiples of 14: resized inside the forward pass, after the normalisation, as theirs
+        assert_matches(net(seeded_image(60, 90, batch=1, seed=1)), f"{entry}_60x90")
+    paths = image_files(tmp_path, [(60, 90, 0), (75, 50, 1)])
+    assert_matches(embed(net, paths, batch_size=2, progress=False), f"{entry}_pipeline")
+
+
+def test_megaloc_without_patch_resizing_names_the_sizes_that_fit(tiny_dinov2):
+    from models.backbones import build_backbone
+    from utils.errors import ConfigError
+
+    rounding = build_backbone("dinov2_vitt14", pretrained=False, resize_to_patches=True)
+    assert rounding.feature_map_shape((60, 91)) == (32, 4, 6) and rounding.feature_map_shape((63, 77)) == (32, 4, 6)
+    with pytest.raises(ConfigError, match="needs image sizes divisible by its patch size 14; got 60 x 91"):
+        build_backbone("dinov2_vitt14", pretrained=False).feature_map_shape((60, 91))
+
+
 # ------------------------------------------------------------------ entry points, shared by every family
 REPO = Path(__file__).resolve().parents[1]
 
@@ -208,6 +276,7 @@ HUB = [  # entry, the authors' keywords, release
     ("eigenplaces", {"backbone": "ResNet101", "fc_output_dim": 128}, "eigenplaces_resnet101_128"),
     ("netvlad", {"descriptors_dimension": 4096}, "netvlad_vgg16_4096"),
     ("netvlad", {"backbone": "VGG16", "descriptors_dimension": 32768}, "netvlad_vgg16_32768"),
+    ("megaloc", {}, "megaloc_dinov2_8448"),
 ]
 
 
