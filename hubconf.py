@@ -1,7 +1,7 @@
 """torch.hub entry points: ``torch.hub.load('<owner>/<repo>', 'mixvpr', backbone='resnet50',
 descriptors_dimension=4096, pretrained=True)``, likewise ``'boq'``, ``'salad'`` and ``'lightweight_mixvpr'``, and
 the field's baselines with their authors' keyword names: ``'cosplace'`` and ``'eigenplaces'`` (``backbone='ResNet50',
-fc_output_dim=2048``), ``'netvlad'`` (``descriptors_dimension=4096``) and ``'megaloc'``.
+fc_output_dim=2048``), ``'netvlad'`` (``descriptors_dimension=4096``), ``'megaloc'`` and ``'clique_mining'``.
 
 Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, resized and normalised as ``net.preprocessing``
 says (the release's published test size, resize policy and mean/std; ``net.mean``/``net.std``), -> (B, D)
@@ -77,3 +77,9 @@ def megaloc(pretrained: bool = True):
     as the authors' forward does. The weights are the Hugging Face file (gberton/MegaLoc model.safetensors); the
     first GitHub release is ``models.releases.load_release('megaloc_dinov2_8448_github')``."""
     return _release("megaloc", "dinov2", 8448, pretrained)
+
+
+def clique_mining(pretrained: bool = True):
+    """CliqueMining (Izquierdo & Civera, ECCV 2024), the authors' release (serizba/cliquemining README, Google
+    Drive): DINOv2 SALAD's network (``salad``) trained with clique mining; 8448-d, 322 x 322 images."""
+    return _release("clique_mining", "dinov2", 8448, pretrained)

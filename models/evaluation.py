@@ -52,7 +52,7 @@ def load_for_evaluation(path: str | Path, architecture: dict, eval_image_size: O
         net.preprocessing = net.preprocessing.with_size(eval_image_size)
         return net, weights_fingerprint(net), True
     checkpoint = open_checkpoint(path)
-    if not checkpoint.hyper_parameters and checkpoint.preprocessing is None:
+    if checkpoint.preprocessing is None:  # a release's file by its published name: its authors' preprocessing
         checkpoint = checkpoint._replace(preprocessing=release_settings(path)[1])
     hyper_parameters = checkpoint.hyper_parameters
     arch = architecture_of(hyper_parameters) if hyper_parameters else architecture_of({}, **architecture)

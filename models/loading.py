@@ -224,9 +224,9 @@ def load_model(checkpoint: str | Path, config: Optional[str | Path] = None, devi
     its authors' evaluation preprocessing); without, the error names the configuration its keys fit.
     """
     state_dict, hyper_parameters, preprocessing = open_checkpoint(checkpoint)
-    if not hyper_parameters:
+    if preprocessing is None:  # a release's file (bare, or another project's Lightning checkpoint) by its name
         release_arch, preprocessing = release_settings(checkpoint)
-        hyper_parameters = release_arch
+        hyper_parameters = hyper_parameters or release_arch
     arch = architecture_of(hyper_parameters, config, **overrides)
     if not hyper_parameters and not arch:
         raise CheckpointError(

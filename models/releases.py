@@ -207,6 +207,15 @@ RELEASES = {
                                           "https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch",
                                           "https://github.com/gmberton/MegaLoc/releases/tag/v1.0",
                                           "MegaLoc (CVPR Workshops 2025), first release", preprocessing=_MEGALOC_INPUT),
+    # CliqueMining (ECCV 2024): SALAD's network (serizba/cliquemining is SALAD's code; VPR-methods-evaluation loads
+    # the file into serizba/salad's hub model), trained with clique mining; a Lightning checkpoint shared on Google
+    # Drive (its README); evaluated as SALAD's at 322 x 322 ("follow the same steps as with SALAD")
+    "clique_mining_dinov2_8448": _drive_release(
+        {"backbone_arch": "dinov2_vitb14",
+         "backbone_config": {"num_trainable_blocks": 4, "return_token": True, "norm_layer": True},
+         "agg_arch": "SALAD", "agg_config": {"num_channels": 768, "num_clusters": 64, "cluster_dim": 128, "token_dim": 256},
+         "image_size": [322, 322]},
+        "cliquemining.ckpt", "1B06ysb-Wjb4KDcNrl-7pyj1mJve1jqdk", "CliqueMining (ECCV 2024)"),
     "netvlad_vgg16_32768": Release(_netvlad(None), "Pitts30K_struct.mat", _NETVLAD_FILE, "https://github.com/Relja/netvlad",
                                    "NetVLAD (CVPR 2016), VGG16 + NetVLAD, Pitts30k", preprocessing=_NETVLAD_INPUT),
 }

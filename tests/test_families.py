@@ -29,6 +29,11 @@ on ``seeded_image`` inputs:
   ``backbone.model``). ``SALAD_GAIN`` x30 on the score layer. ``*_70x98`` batch 2, ``*_60x90`` batch 1 (seed 1:
   resized to 56 x 84 in their forward), ``*_pipeline``: VPR-methods-evaluation's transform (no resize) on
   ``seeded_uint8`` 60 x 90 (seed 0) and 75 x 50 (seed 1), the model as their hub returns it.
+- ``cliquemining_*``: serizba/cliquemining f7c4e8f, its VPRModel's modules (``models.helper.get_backbone``
+  DINOv2 with the official DINOv2 at width 32, depth 2, 2 heads; ``get_aggregator('SALAD')`` 8 clusters of 4,
+  6-d token) and forward, the score layer's weights x30. ``cliquemining_70x98`` batch 2; ``cliquemining_pipeline``:
+  its eval.py ``input_transform((70, 98))`` (PIL bilinear resize, ToTensor, Normalize) on ``seeded_uint8``
+  60 x 90 (seed 0) and 100 x 120 (seed 1), one batch.
 """
 from pathlib import Path
 
@@ -239,6 +244,49 @@ def test_megaloc_without_patch_resizing_names_the_sizes_that_fit(tiny_dinov2):
         build_backbone("dinov2_vitt14", pretrained=False).feature_map_shape((60, 91))
 
 
+# ------------------------------------------------------------------ CliqueMining
+def tiny_salad_layout() -> dict:
+    from release_layouts import dinov2_layout, prefixed, release, salad_layout
+
+    return release(prefixed("backbone.model.", dinov2_layout(32, 2)), salad_layout(32, 8, 4, 6))
+
+
+def test_clique_mining_release_is_salads_layout():
+    from release_layouts import dinov2_layout, prefixed, release, salad_layout
+
+    published = release(prefixed("backbone.model.", dinov2_layout(768, 12)), salad_layout(768, 64, 128, 256))
+    assert shapes_of(release_network_meta("clique_mining_dinov2_8448").state_dict()) == published
+    assert release_network_meta("clique_mining_dinov2_8448").preprocessing.fixed_size == (322, 322)
+
+
+def test_clique_mining_checkpoint_loads_by_its_name_and_matches_the_authors(tiny_dinov2, tmp_path):
+    from main import load_model
+    from models.inference import embed
+
+    # a Lightning checkpoint as their main.py saves it: the VPRModel's state_dict and hyper-parameters
+    hyper_parameters = {"backbone_arch": "dinov2_vitt14",
+                        "backbone_config": {"num_trainable_blocks": 1, "return_token": True, "norm_layer": True},
+                        "agg_arch": "SALAD",
+                        "agg_config": {"num_channels": 32, "num_clusters": 8, "cluster_dim": 4, "token_dim": 6},
+                        "lr": 6e-5, "optimizer": "adamw", "lr_sched": "linear", "miner_margin": 0.1}
+    path = tmp_path / "cliquemining.ckpt"
+    torch.save({"epoch": 3, "global_step": 16000, "hyper_parameters": hyper_parameters,
+                "state_dict": seeded_state_dict(tiny_salad_layout(), gain={"aggregator.score.3.weight": 30.0})}, path)
+    net = load_model(path, image_size=(70, 98))
+    with torch.no_grad():
+        assert_matches(net(seeded_image(70, 98, batch=2)), "cliquemining_70x98")
+    # resized before the normalisation, as its eval.py resizes the PIL image. Our resize is PIL's filter but rounds
+    # some pixels one grey level apart (tests/test_transforms.py): here the files hold PIL's resized pixels
+    assert net.preprocessing.fixed_size == (70, 98)
+    paths = []
+    for i, (h, w, seed) in enumerate([(60, 90, 0), (100, 120, 1)]):
+        paths.append(tmp_path / f"resized{i}.png")
+        Image.fromarray(seeded_uint8(h, w, seed)).resize((98, 70), Image.BILINEAR).save(paths[-1])
+    assert_matches(embed(net, paths, batch_size=2, progress=False), "cliquemining_pipeline")
+    # the release's own evaluation size when none is asked for
+    assert load_model(path).preprocessing.fixed_size == (322, 322)
+
+
 # ------------------------------------------------------------------ entry points, shared by every family
 REPO = Path(__file__).resolve().parents[1]
 
@@ -277,6 +325,7 @@ HUB = [  # entry, the authors' keywords, release
     ("netvlad", {"descriptors_dimension": 4096}, "netvlad_vgg16_4096"),
     ("netvlad", {"backbone": "VGG16", "descriptors_dimension": 32768}, "netvlad_vgg16_32768"),
     ("megaloc", {}, "megaloc_dinov2_8448"),
+    ("clique_mining", {}, "clique_mining_dinov2_8448"),
 ]
 
 
