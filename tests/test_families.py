@@ -423,3 +423,132 @@ def test_cnn_backbones_know_their_map_size_without_running(arch, crop):
     for size in ((33, 47), (64, 96), (35, 63)):
         with torch.no_grad():
             assert backbone.feature_map_shape(size) == tuple(backbone(torch.zeros(1, 3, *size)).shape[1:])
+
+
+# ------------------------------------------------------------------ evaluating at each image's own resolution
+def test_native_resolution_record_keeps_sizes_and_is_its_own_cache_identity():
+    from dataloaders.preprocessing import Preprocessing
+    from models.descriptor_cache import cache_key
+
+    native, exact = Preprocessing((512, 512), resize="none"), Preprocessing((512, 512))
+    image = torch.randint(0, 256, (3, 60, 90), dtype=torch.uint8)
+    assert native.transform()(image).shape == (3, 60, 90) and exact.transform()(image).shape == (3, 512, 512)
+    # its own size passed back (eval.py, retrieve.py do) keeps it; another size asked for resizes to it
+    assert native.with_size(None) == native.with_size((512, 512)) == native
+    assert native.with_size((322, 322)) == Preprocessing((322, 322))
+    assert Preprocessing.from_dict(native.as_dict()) == native
+    assert cache_key("net", ["a.jpg"], native.as_dict(), "32") != cache_key("net", ["a.jpg"], exact.as_dict(), "32")
+    assert native.describe() == ("each image at its own resolution, not resized (network built at 512 x 512), "
+                                 "ImageNet mean/std")
+
+
+def test_images_of_different_sizes_are_batched_by_size_in_their_order():
+    from dataloaders.image_list import collate_by_size
+
+    items = [(torch.zeros(3, 4, 6), 0, True), (torch.ones(3, 5, 5), 1, True), (torch.full((3, 4, 6), 2.0), 2, False)]
+    groups = collate_by_size(items)
+    assert [g[0].shape for g in groups] == [(2, 3, 4, 6), (1, 3, 5, 5)]
+    assert [g[1].tolist() for g in groups] == [[0, 2], [1]] and groups[0][2].tolist() == [True, False]
+
+
+# ------------------------------------------------------------------ one comparison table; released teachers
+def tiny_release(name: str, architecture: dict, file_name: str, preprocessing):
+    """A test-only release of a family at tiny widths (its file is put in the cache by the test)."""
+    from models.releases import Release
+
+    return Release(architecture, file_name, f"https://example.invalid/{file_name}", "https://example.invalid",
+                   f"{name} (test)", preprocessing=preprocessing)
+
+
+@pytest.fixture
+def tiny_releases(tiny_dinov2, torch_home, monkeypatch) -> list[str]:
+    """cosplace_resnet18_32 (the real record) and tiny MegaLoc and CliqueMining releases, their seeded files in
+    torch.hub's cache as a user would have them (accepted by their hash)."""
+    from safetensors.torch import save_file
+
+    from dataloaders.preprocessing import Preprocessing
+    from models.releases import RELEASES
+    from release_layouts import megaloc_layout
+
+    megaloc = RELEASES["megaloc_dinov2_8448"].architecture
+    monkeypatch.setitem(RELEASES, "megaloc_tiny", tiny_release("MegaLoc", {
+        **megaloc, "backbone_arch": "dinov2_vitt14", "image_size": [42, 42],
+        "backbone_config": {**megaloc["backbone_config"], "num_trainable_blocks": 1},
+        "agg_config": {"num_channels": 32, "num_clusters": 8, "cluster_dim": 4, "token_dim": 6, "out_dim": 24}},
+        "megaloc_tiny.safetensors", Preprocessing((42, 42), resize="none")))
+    clique = RELEASES["clique_mining_dinov2_8448"].architecture
+    monkeypatch.setitem(RELEASES, "clique_mining_tiny", tiny_release("CliqueMining", {
+        **clique, "backbone_arch": "dinov2_vitt14", "image_size": [42, 42],
+        "backbone_config": {**clique["backbone_config"], "num_trainable_blocks": 1},
+        "agg_config": {"num_channels": 32, "num_clusters": 8, "cluster_dim": 4, "token_dim": 6}},
+        "cliquemining_tiny.ckpt", Preprocessing((42, 42))))
+    cache_release("cosplace_resnet18_32", geolocalization_weights("ResNet18", 32), torch_home)
+    cache_release("megaloc_tiny", seeded_state_dict(megaloc_layout(32, 2, 8, 4, 6, 24)), torch_home, save=save_file)
+    cache_release("clique_mining_tiny", {"state_dict": seeded_state_dict(tiny_salad_layout()), "epoch": 3}, torch_home)
+    return ["cosplace_resnet18_32", "megaloc_tiny", "clique_mining_tiny"]
+
+
+def test_one_eval_command_tables_released_models_of_three_families_and_a_trained_checkpoint(
+        synthetic, tiny_releases, tmp_path):
+    import eval as eval_cli
+    from main import main as train_main
+    from tiny_cli import tiny_cli_args
+
+    cli = train_main(tiny_cli_args(synthetic, tmp_path / "logs", name="mine") + ["--data.val_sets", "[pitts30k_val]"])
+    mine = Path(cli.trainer.checkpoint_callback.dirpath) / "last.ckpt"
+    entries = [f"release:{name}" for name in tiny_releases] + [str(mine)]
+    results = eval_cli.main(["--checkpoint", "[" + ", ".join(entries) + "]", "--benchmarks", "[pitts30k_val]",
+                             "--data.pitts_root", str(synthetic["pitts"]), "--out_dir", str(tmp_path / "eval"),
+                             "--num_workers", "0", "--device", "cpu", "--progress", "false"])
+    labels = list(results)
+    assert labels[:3] == tiny_releases and len(labels) == 4
+    # each with its own preprocessing: the releases' authors' (own resolution, or 42 x 42), ours at its training size
+    assert [results[n]["preprocessing"]["resize"] for n in labels] == ["none", "none", "exact", "exact"]
+    assert [results[n]["descriptor_dim"] for n in labels] == [32, 24, 38, 32]
+    assert all(0 <= results[n]["benchmarks"]["pitts30k_val"]["recall"]["1"] <= 1 for n in labels)
+    table = (max((tmp_path / "eval").glob("version_*")) / "recalls.md").read_text()
+    assert all(f"| {n} |" in table for n in labels)
+    assert "cosplace_resnet18_32: own resolution; megaloc_tiny: own resolution; clique_mining_tiny: 42x42" in table
+
+
+def test_released_architecture_of_another_family_teaches_a_student(synthetic, tiny_releases, tmp_path):
+    import math
+
+    from main import main as train_main
+    from tiny_cli import tiny_cli_args
+
+    # random (seeded) weights in CosPlace's released file and architecture teach a ResNet18 + MixVPR student
+    cli = train_main(tiny_cli_args(synthetic, tmp_path, name="student") + [
+        "--data.val_sets", "[pitts30k_val]", "--model.backbone_arch", "resnet18",
+        "--model.distillation", '{"teacher_checkpoint": "release:cosplace_resnet18_32"}'])
+    teacher = cli.model.teacher
+    assert teacher.descriptor_dim == 32 and teacher.image_size is None  # the student's 32 x 32 images as they are
+    assert math.isfinite(float(cli.trainer.callback_metrics["distill_loss"]))
+    assert cli.trainer.global_step == 2 and not any(k.startswith("teacher") for k in cli.model.state_dict())
+
+
+def test_release_names_that_do_not_exist_or_take_a_config_are_refused():
+    from models.distillation import Teacher
+    from models.evaluation import load_for_evaluation
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"release:cosplace_resnet50_4096: no release 'cosplace_resnet50_4096'; "
+                                          r"the releases are \[.*'cosplace_resnet50_2048'"):
+        load_for_evaluation("release:cosplace_resnet50_4096", {})
+    with pytest.raises(ConfigError, match="is a release, with its own architecture: leave distillation.teacher_config"):
+        Teacher.from_checkpoint("release:megaloc_dinov2_8448", backbone_arch="resnet18")
+
+
+def test_teacher_with_another_normalisation_gets_its_own_input():
+    from dataloaders.preprocessing import Preprocessing
+    from models.distillation import Teacher
+    from models.network import build_network
+
+    net = build_network("resnet18", layers_to_crop=[4], agg_arch="GeM", image_size=(32, 32)).eval()
+    net.preprocessing = Preprocessing((32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    from dataloaders.transforms import normalize_batch
+
+    with torch.no_grad():
+        expected = net(normalize_batch(pixels, (0.5,) * 3, (0.5,) * 3))
+    torch.testing.assert_close(Teacher(net)(normalize_batch(pixels)), expected, atol=1e-5, rtol=1e-4)
