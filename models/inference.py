@@ -90,9 +90,10 @@ def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]]
 
     Images are resized as the model's evaluation preprocessing says (``evaluation_preprocessing``: its
     size, or each image at its own resolution), at ``image_size`` when given, and normalised as in
-    evaluation; images of different sizes go through the network in batches of one size each. Rows of unreadable images (only with ``skip_unreadable``; otherwise the
-    first one stops the run with its path) are NaN; a non-finite row of an image that was read is an error
-    naming the model (``name``, default its class). ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
+    evaluation; images of different sizes go through the network in batches of one size each. Rows of
+    unreadable images (only with ``skip_unreadable``; otherwise the first one stops the run with its path)
+    are NaN; a non-finite row of an image that was read is an error naming the model (``name``, default its
+    class). ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
     ``channels_last`` (None: on the CPU) runs the convolutions in the channels-last layout: on the CPU
     faster and with half the page faults at batch 32 (README, "Cost per model"); same descriptors to rounding.
     """

@@ -12,9 +12,15 @@ target and moved in only when it matches; a file that does not match, or one put
 that has no record, is refused with its hash and what to do (delete it, or accept it:
 ``python -m models.releases trust <name> <sha256>``).
 
-Each network's ``image_size`` is the size its authors evaluate at: MixVPR and Lightweight-MixVPR 320 x 320
-(their MixVPR layers are built for it), BoQ-DINOv2 and SALAD 322 x 322, BoQ-ResNet50 384 x 384 (BoQ and
-SALAD take other sizes too; DINOv2 needs multiples of 14).
+Each release's evaluation preprocessing is its authors' (``Release.preprocessing``): MixVPR and Lightweight-MixVPR
+resize to 320 x 320 (their MixVPR layers are built for it), BoQ-DINOv2, SALAD and CliqueMining to 322 x 322,
+BoQ-ResNet50 to 384 x 384 (BoQ and SALAD take other sizes too; DINOv2 needs multiples of 14); CosPlace,
+EigenPlaces, NetVLAD and MegaLoc take each image at its own resolution (their test code, and
+VPR-methods-evaluation's without --image_size), MegaLoc rounding it to multiples of 14 inside its forward pass.
+Their ``image_size`` is then the size the network is built and exported at (SF-XL's 512 x 512, Pittsburgh's
+480 x 640, 322 x 322). A ``release:<name>`` entry names a release wherever a checkpoint is asked for (eval.py,
+retrieve.py, distillation.teacher_checkpoint), and a release's file under its published name is known by it
+(``release_of_file``).
 """
 import argparse
 import json
@@ -104,6 +110,7 @@ def _netvlad(whitening_dim: Optional[int]) -> dict:
 # Pittsburgh's 480 x 640; its trunk turns the ImageNet-normalised input into its own (models.backbones.vgg)
 _NETVLAD_INPUT = Preprocessing((480, 640), resize="none")
 _NETVLAD_FILE = "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat"
+_NETVLAD_PAGE = "https://github.com/Relja/netvlad"
 
 
 # MegaLoc (gmberton/MegaLoc megaloc_model.py): DINOv2 ViT-B/14, final norm and class token, all 12 blocks, images
@@ -131,7 +138,11 @@ def _drive_release(architecture: dict, file_name: str, file_id: str, reference: 
 # Published SHA-256 digests: none found for any of these files (searched: the authors' READMEs and hubconf.py
 # at amaralibey/MixVPR 4043915, amaralibey/Bag-of-Queries 1a4965e, serizba/salad e593005,
 # nadhiranoor/Lightweight-MixVPR 8d2a6e0; their GitHub release pages and issues; Hugging Face file listings;
-# none of the file names carries torch.hub's hash prefix, name-<sha256 prefix>.ext). So each entry's sha256 is
+# none of the file names carries torch.hub's hash prefix, name-<sha256 prefix>.ext), nor for the families added
+# since (the READMEs and hubconf.py of gmberton/CosPlace 33ce8d0, gmberton/EigenPlaces a2969f7, gmberton/MegaLoc
+# 1af071c, serizba/cliquemining f7c4e8f, Relja/netvlad 652dbe7; VPR-methods-evaluation adbb6e2, which downloads
+# NetVLAD's file with wget and CliqueMining's with gdown, unchecked). Hugging Face lists a SHA-256 for each
+# large file (gberton/MegaLoc model.safetensors): it could not be read from here; it may be pinned once read there. So each entry's sha256 is
 # None and a file is checked against the hash recorded when this project downloaded it. Never write a digest
 # here that was not published for the file.
 RELEASES = {
@@ -195,10 +206,11 @@ RELEASES = {
     # NetVLAD (CVPR 2016), vd16_pitts30k_conv5_3_vlad_preL2_intra_white, as hloc converted it and VPR-methods-
     # evaluation loads it (vpr_models/netvlad.py): one MatConvNet file for both sizes, the 4096-d one with the
     # PCA whitening (models.layouts.netvlad reads it)
-    "netvlad_vgg16_4096": Release(_netvlad(4096), "Pitts30K_struct.mat", _NETVLAD_FILE, "https://github.com/Relja/netvlad",
-                                  "NetVLAD (CVPR 2016), VGG16 + NetVLAD + whitening, Pitts30k", preprocessing=_NETVLAD_INPUT),
-    # MegaLoc (CVPR Workshops 2025): the file its hubconf.py loads now (Hugging Face, safetensors; models.layouts.megaloc)
-    # and the one it loaded first (GitHub release v1.0, a state_dict in our keys)
+    "netvlad_vgg16_4096": Release(_netvlad(4096), "Pitts30K_struct.mat", _NETVLAD_FILE, _NETVLAD_PAGE,
+                                  "NetVLAD (CVPR 2016), VGG16 + NetVLAD + whitening, Pitts30k",
+                                  preprocessing=_NETVLAD_INPUT),
+    # MegaLoc (CVPR Workshops 2025): the file its hubconf.py loads now (Hugging Face, safetensors;
+    # models.layouts.megaloc) and the one it loaded first (GitHub release v1.0, a state_dict in our keys)
     "megaloc_dinov2_8448": Release(_MEGALOC, "megaloc.safetensors",
                                    "https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",
                                    "https://huggingface.co/gberton/MegaLoc", "MegaLoc (CVPR Workshops 2025)",
@@ -213,10 +225,11 @@ RELEASES = {
     "clique_mining_dinov2_8448": _drive_release(
         {"backbone_arch": "dinov2_vitb14",
          "backbone_config": {"num_trainable_blocks": 4, "return_token": True, "norm_layer": True},
-         "agg_arch": "SALAD", "agg_config": {"num_channels": 768, "num_clusters": 64, "cluster_dim": 128, "token_dim": 256},
+         "agg_arch": "SALAD",
+         "agg_config": {"num_channels": 768, "num_clusters": 64, "cluster_dim": 128, "token_dim": 256},
          "image_size": [322, 322]},
         "cliquemining.ckpt", "1B06ysb-Wjb4KDcNrl-7pyj1mJve1jqdk", "CliqueMining (ECCV 2024)"),
-    "netvlad_vgg16_32768": Release(_netvlad(None), "Pitts30K_struct.mat", _NETVLAD_FILE, "https://github.com/Relja/netvlad",
+    "netvlad_vgg16_32768": Release(_netvlad(None), "Pitts30K_struct.mat", _NETVLAD_FILE, _NETVLAD_PAGE,
                                    "NetVLAD (CVPR 2016), VGG16 + NetVLAD, Pitts30k", preprocessing=_NETVLAD_INPUT),
 }
 

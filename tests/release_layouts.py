@@ -141,13 +141,15 @@ def netvlad_matconvnet_layout(clusters: int = 64, whitening_dim: int | None = 40
             previous = out
     layout |= {"net.layers.30.weights.0": (512, clusters), "net.layers.30.weights.1": (512, clusters)}
     if whitening_dim:
-        layout |= {"net.layers.33.weights.0": (512 * clusters, whitening_dim), "net.layers.33.weights.1": (whitening_dim,)}
+        layout |= {"net.layers.33.weights.0": (512 * clusters, whitening_dim),
+                   "net.layers.33.weights.1": (whitening_dim,)}
     return layout | {"net.meta.normalization.averageImage": (2, 2, 3)}
 
 
 def netvlad_layer_names(whitening: bool = True) -> list[str]:
     """The names of the release's layers, in order (VGG16 to conv5_3, then addLayers.m's and addPCA.m's)."""
-    return _VGG16_MATCONVNET + ["preL2", "vlad:core", "vlad:intranorm", "postL2"] + (["WPCA", "finalL2"] if whitening else [])
+    added = ["preL2", "vlad:core", "vlad:intranorm", "postL2"] + (["WPCA", "finalL2"] if whitening else [])
+    return _VGG16_MATCONVNET + added
 
 
 def write_netvlad_mat(path, tensors: dict) -> None:
@@ -159,11 +161,11 @@ def write_netvlad_mat(path, tensors: dict) -> None:
     names = netvlad_layer_names("net.layers.33.weights.0" in tensors)
     layers = np.empty(len(names), dtype=object)
     for i, name in enumerate(names):
-        weights = [tensors[k].numpy() for k in (f"net.layers.{i}.weights.0", f"net.layers.{i}.weights.1") if k in tensors]
-        cell = np.empty(len(weights), dtype=object)
-        cell[:] = weights if len(weights) != 1 else [weights[0]]
-        kind = {"conv": "conv", "relu": "relu", "pool": "pool", "WPCA": "conv"}.get(name[:4].rstrip("_0123456789"),
-                                                                              "custom")
+        keys = (f"net.layers.{i}.weights.0", f"net.layers.{i}.weights.1")
+        cell = np.empty(sum(k in tensors for k in keys), dtype=object)
+        for j, key in enumerate(k for k in keys if k in tensors):
+            cell[j] = tensors[key].numpy()
+        kind = "conv" if name.startswith(("conv", "WPCA")) else name[:4] if name[:4] in ("relu", "pool") else "custom"
         layers[i] = {"name": name, "type": kind, "weights": cell}
     average = tensors["net.meta.normalization.averageImage"].numpy()
     savemat(str(path), {"net": {"layers": layers, "meta": {"normalization": {"averageImage": average}}}})

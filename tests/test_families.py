@@ -95,7 +95,8 @@ def test_every_cosplace_and_eigenplaces_release_maps_its_layout_onto_ours():
                 theirs = geolocalization_layout(backbone, dim)
                 assert cosplace_layout.is_layout(theirs)
                 assert release.architecture == {**first, "agg_config": {**first["agg_config"], "out_dim": dim}}
-                assert cosplace_layout.to_ours(theirs)["aggregator.fc.weight"] == (dim, first["agg_config"]["in_channels"])
+                channels = first["agg_config"]["in_channels"]
+                assert cosplace_layout.to_ours(theirs)["aggregator.fc.weight"] == (dim, channels)
 
 
 @pytest.mark.parametrize("release,backbone,dim", [

@@ -4,10 +4,11 @@ Each module here describes one project's release and exposes ``is_layout(state_d
 state_dict is in that layout) and ``to_ours(state_dict) -> dict`` (keys renamed to ours; keys the
 release carries but no model uses, such as a classifier, dropped by name; a key it cannot place is an
 error that names it). SALAD's release and the official DINOv2 weights need no renaming: their keys are
-ours, and so are MegaLoc's first release's. CosPlace's and EigenPlaces' releases share one layout (``cosplace``); NetVLAD's MATLAB file is read
-into one first (``netvlad.read_matconvnet``). State_dicts are taken at the VPRModel level (``backbone.*``,
-``aggregator.*``), after any ``model.``/``module.`` wrapper prefix has been stripped. ``load_weights`` applies
-the first layout that recognises a state_dict, then loads strictly.
+ours, and so are MegaLoc's first release's. CosPlace's and EigenPlaces' releases share one layout
+(``cosplace``); NetVLAD's MATLAB file is read into one first (``netvlad.read_matconvnet``). State_dicts
+are taken at the VPRModel level (``backbone.*``, ``aggregator.*``), after any ``model.``/``module.`` wrapper
+prefix has been stripped. ``load_weights`` applies the first layout that recognises a state_dict, then loads
+strictly.
 """
 from types import ModuleType
 

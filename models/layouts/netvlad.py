@@ -96,7 +96,8 @@ def to_ours(state_dict: dict) -> dict:
             out["aggregator.whitening.weight"] = _map(value, lambda v: v.reshape(-1, v.shape[-1]).t().contiguous(),
                                                       lambda s: (s[-1], int(np.prod(s[:-1]))))
         elif layer == WHITENING and j == 1:
-            out["aggregator.whitening.bias"] = _map(value, lambda v: v.reshape(-1).clone(), lambda s: (int(np.prod(s)),))
+            out["aggregator.whitening.bias"] = _map(value, lambda v: v.reshape(-1).clone(),
+                                                    lambda s: (int(np.prod(s)),))
         else:
             unplaced.append(key)
     if unplaced:
