@@ -6,8 +6,9 @@ fc_output_dim=2048``), ``'netvlad'`` (``descriptors_dimension=4096``), ``'megalo
 Each returns a ``VPRNet`` in eval mode: (B, 3, H, W) images, resized and normalised as ``net.preprocessing``
 says (the release's published test size, resize policy and mean/std; ``net.mean``/``net.std``), -> (B, D)
 L2-normalised descriptors. ``pretrained=True`` loads the published weights (downloaded once into torch.hub's cache
-and verified by SHA-256 before every use; offline, the error names the file to put there). torch and torchvision are needed; the Lightweight-MixVPR
-EfficientNet also needs timm. The releases and their addresses: ``models/releases.py``.
+and verified by SHA-256 before every use; offline, the error names the file to put there). torch and torchvision
+are needed; the Lightweight-MixVPR EfficientNet also needs timm, MegaLoc's file safetensors and NetVLAD's MATLAB
+file scipy. The releases and their addresses: ``models/releases.py``.
 """
 dependencies = ["torch", "torchvision"]
 
