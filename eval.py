@@ -124,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         for path, label in zip(checkpoints, labels):
             net, fingerprint, own_settings = load_for_evaluation(path, arch, data.eval_image_size)
             size = net.preprocessing.image_size
-            print(f"{label}: {path} ({net.descriptor_dim}-d, {size[0]} x {size[1]} images"
+            print(f"{label}: {path} ({net.descriptor_dim}-d, {net.preprocessing.describe()}"
                   f"{'' if own_settings else ', architecture from the settings'})")
             results[label] = {"checkpoint": str(path), "weights_sha256": fingerprint,
                               "descriptor_dim": net.descriptor_dim, "image_size": list(size),

@@ -2,7 +2,7 @@
 from typing import Callable, Optional, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from utils.errors import DataError
 
@@ -49,3 +49,13 @@ class ImageList(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, index, True
+
+
+def collate_by_size(items: list) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``ImageList`` items (image, index, readable) -> one collated (images, indices, readable) batch per
+    image size, sizes in the order they first appear: images kept at their own resolution
+    (``Preprocessing`` resize 'none') cannot be stacked together. Images of one size give one batch."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(tuple(item[0].shape), []).append(item)
+    return [default_collate(group) for group in groups.values()]

@@ -2,8 +2,19 @@
 
 One record says it (as timm's pretrained configs do): the image size (height, width), the resize policy
 and the normalisation. It is the policy ``transforms.EvalTransform`` + ``transforms.normalize_batch``
-implement, in this order: the decoded uint8 image is resized to exactly H x W (aspect ratio not kept, no
-crop) with an antialiased bilinear filter, divided by 255, then normalised ``(x - mean) / std``.
+implement, in this order: the decoded uint8 image is resized, divided by 255, then normalised
+``(x - mean) / std``. Two resize policies (``RESIZES``):
+
+- ``exact``: to exactly H x W (aspect ratio not kept, no crop) with an antialiased bilinear filter, PIL's
+  ``Resize`` before ``ToTensor`` to the last bit (MixVPR, BoQ, SALAD, CliqueMining evaluate so);
+- ``none``: each image at its own resolution (CosPlace's and EigenPlaces' test.py, VPR-methods-evaluation
+  without ``--image_size``: NetVLAD, MegaLoc); ``image_size`` is then only the size the network was built
+  and exported at. Images of different sizes are embedded in batches of one size each
+  (``image_list.collate_by_size``). A network that needs a size of its own (MegaLoc: multiples of 14)
+  resizes inside its forward, after the normalisation, as its authors' forward does.
+
+Resizing after normalising (VPR-methods-evaluation's order with ``--image_size``) gives other descriptors;
+no family here evaluates that way in its own code, so that order is not offered.
 Checkpoints and releases carry the record (``as_dict``); a record naming another policy is refused
 rather than evaluated the wrong way.
 """
@@ -14,7 +25,8 @@ from utils.errors import ConfigError
 
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
 
-# the one resize policy implemented (transforms.resize_uint8)
+# the resize policies implemented (transforms.EvalTransform), and their words in ``describe``
+RESIZES = {"exact": "resized to exactly that size", "none": "each image at its own resolution, not resized"}
 RESIZE, INTERPOLATION, ANTIALIAS = "exact", "bilinear", True
 ORDER = "resize uint8 image, then /255, then (x - mean) / std"
 
@@ -22,8 +34,9 @@ ORDER = "resize uint8 image, then /255, then (x - mean) / std"
 @dataclass(frozen=True)
 class Preprocessing:
     """Evaluation preprocessing: ``image_size`` (height, width) images, resized by ``resize`` ("exact":
-    to exactly that size) with ``interpolation`` (antialiased when ``antialias``), normalised with
-    ``mean``/``std`` (RGB, of values in 0..1)."""
+    to exactly that size; "none": not at all, ``image_size`` being the size the network is built at) with
+    ``interpolation`` (antialiased when ``antialias``), normalised with ``mean``/``std`` (RGB, of values in
+    0..1)."""
 
     image_size: tuple[int, int]
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -39,10 +52,10 @@ class Preprocessing:
         mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ConfigError(f"normalisation mean={list(mean)}, std={list(std)}: three values each, std positive")
-        if (self.resize, self.interpolation, bool(self.antialias)) != (RESIZE, INTERPOLATION, ANTIALIAS):
+        if (self.resize not in RESIZES or (self.interpolation, bool(self.antialias)) != (INTERPOLATION, ANTIALIAS)):
             raise ConfigError(
                 f"preprocessing resize={self.resize!r}, interpolation={self.interpolation!r}, antialias="
-                f"{self.antialias}: this project evaluates with resize={RESIZE!r}, interpolation="
+                f"{self.antialias}: this project evaluates with resize={RESIZE!r} or 'none', interpolation="
                 f"{INTERPOLATION!r}, antialias={ANTIALIAS} only (dataloaders/transforms.EvalTransform)")
         object.__setattr__(self, "image_size", size)
         object.__setattr__(self, "mean", mean)
@@ -50,12 +63,20 @@ class Preprocessing:
         object.__setattr__(self, "antialias", bool(self.antialias))
 
     def with_size(self, image_size: Optional[Sequence[int]]) -> "Preprocessing":
-        """This record at another image size (None: unchanged)."""
-        return self if image_size is None else replace(self, image_size=tuple(image_size))
+        """This record at ``image_size``, resized to exactly that size; None or the record's own size: unchanged
+        (so a network evaluated at its own resolution stays so when a caller passes its size back)."""
+        if image_size is None or tuple(int(s) for s in image_size) == self.image_size:
+            return self
+        return replace(self, image_size=tuple(image_size), resize=RESIZE)
+
+    @property
+    def fixed_size(self) -> Optional[tuple[int, int]]:
+        """The (height, width) every image is resized to; None when images keep their own resolution."""
+        return self.image_size if self.resize == RESIZE else None
 
     def transform(self) -> EvalTransform:
-        """The uint8 transform of this record (resize); the network normalises on its device."""
-        return EvalTransform(self.image_size)
+        """The uint8 transform of this record (resize, or none); the network normalises on its device."""
+        return EvalTransform(self.fixed_size)
 
     def as_dict(self) -> dict:
         """Plain values (lists, str, bool) for a checkpoint, a release record or a JSON file."""
@@ -79,8 +100,12 @@ class Preprocessing:
             raise ConfigError(f"malformed preprocessing record {record!r}: {err}") from None
 
     def describe(self) -> str:
-        """One line: '322 x 322 (resized to exactly that size, bilinear, antialiased), ImageNet mean/std'."""
+        """One line: '322 x 322 (resized to exactly that size, bilinear, antialiased), ImageNet mean/std', or
+        'each image at its own resolution, not resized (network built at 512 x 512), ImageNet mean/std'."""
         stats = ("ImageNet mean/std" if (self.mean, self.std) == (IMAGENET_MEAN, IMAGENET_STD)
                  else f"mean {list(self.mean)}, std {list(self.std)}")
-        return (f"{self.image_size[0]} x {self.image_size[1]} (resized to exactly that size, {self.interpolation}"
+        if self.resize != RESIZE:
+            return (f"{RESIZES[self.resize]} (network built at {self.image_size[0]} x {self.image_size[1]}), "
+                    f"{stats}")
+        return (f"{self.image_size[0]} x {self.image_size[1]} ({RESIZES[RESIZE]}, {self.interpolation}"
                 f"{', antialiased' if self.antialias else ''}), {stats}")

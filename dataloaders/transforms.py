@@ -95,13 +95,16 @@ def _chw(image: np.ndarray) -> Tensor:
 
 
 class EvalTransform:
-    """Decoded uint8 (3, h, w) image -> uint8 (3, H, W) at ``image_size`` (height, width), contiguous."""
+    """Decoded uint8 (3, h, w) image -> uint8 (3, H, W) at ``image_size`` (height, width), contiguous;
+    ``image_size`` None: the image at its own size (h, w)."""
 
-    def __init__(self, image_size: Sequence[int]):
-        self.image_size = tuple(image_size)
+    def __init__(self, image_size: Optional[Sequence[int]]):
+        self.image_size = tuple(image_size) if image_size is not None else None
 
     def __call__(self, image: Tensor) -> Tensor:
-        return _chw(_hwc(resize_uint8(image, self.image_size)))
+        if self.image_size is not None:
+            image = resize_uint8(image, self.image_size)
+        return _chw(_hwc(image))
 
 
 class TrainTransform:

@@ -93,13 +93,22 @@ def infer_aggregator(state_dict: dict) -> Optional[tuple[str, dict]]:
         layers = len({k.split(".")[1] for k in agg if k.startswith("boqs.")})
         return "BoQ", {"in_channels": in_channels, "proj_channels": proj_channels,
                        "num_queries": agg["boqs.0.queries"][1], "num_layers": layers, "row_dim": agg["fc.weight"][0]}
+    if "agg.dust_bin" in agg and "linear.weight" in agg:
+        return "MegaLoc", {"num_channels": agg["agg.score.0.weight"][1], "num_clusters": agg["agg.score.3.weight"][0],
+                           "cluster_dim": agg["agg.cluster_features.3.weight"][0],
+                           "token_dim": agg["agg.token_features.2.weight"][0], "out_dim": agg["linear.weight"][0]}
     if "dust_bin" in agg:
         return "SALAD", {"num_channels": agg["score.0.weight"][1], "num_clusters": agg["score.3.weight"][0],
                          "cluster_dim": agg["cluster_features.3.weight"][0],
                          "token_dim": agg["token_features.2.weight"][0]}
     if "centroids" in agg:
         clusters, channels = agg["centroids"]
-        return "NetVLAD", {"in_channels": channels, "num_clusters": clusters}
+        config = {"in_channels": channels, "num_clusters": clusters}
+        if "conv.bias" not in agg:
+            config["assignment_bias"] = False
+        if "whitening.weight" in agg:
+            config["whitening_dim"] = agg["whitening.weight"][0]
+        return "NetVLAD", config
     if "gem.p" in agg and "fc.weight" in agg:
         out_dim, channels = agg["fc.weight"]
         return "CosPlace", {"in_channels": channels, "out_dim": out_dim}
@@ -185,7 +194,7 @@ def describe_architecture(arch: dict, config_dir: Path = CONFIG_DIR) -> str:
     if arch.get("backbone_arch", "").startswith("dinov2"):
         lines.append("  (DINOv2's backbone_config is not stored in the weights: SALAD's release uses "
                      "{\"num_trainable_blocks\": 4, \"return_token\": true, \"norm_layer\": true}, BoQ's "
-                     "{\"num_trainable_blocks\": 2})")
+                     "{\"num_trainable_blocks\": 2}, MegaLoc's SALAD's with \"resize_to_patches\": true)")
     if arch.get("agg_arch") == "ConvAP":
         lines.append("  (ConvAP's s1/s2 are not stored in the weights: check them against your training run)")
     return "\n".join(lines)

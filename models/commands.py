@@ -30,8 +30,9 @@ def recipe_parser(prog: str, description: str) -> ArgumentParser:
                             parser_mode="yaml", exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a training recipe (configs/*.yaml)")
     parser.add_argument("--checkpoint", type=Union[list[str], str], required=True,
-                        help="our Lightning .ckpt, or a bare state_dict such as the authors' releases; eval.py "
-                             "takes a list '[a.ckpt, b.ckpt]' to compare models")
+                        help="our Lightning .ckpt, a bare state_dict such as the authors' releases, or a "
+                             "published release by name (release:cosplace_resnet50_2048, models/releases.py); "
+                             "eval.py takes a list '[a.ckpt, release:megaloc_dinov2_8448]' to compare models")
     parser.add_class_arguments(VPRModel, "model", help="architecture of bare state_dicts (as in training)")
     parser.add_class_arguments(VPRDataModule, "data", help="data roots and evaluation sets (as in training)")
     ignored = parser.add_argument_group("settings of training recipes that evaluation ignores")

@@ -26,7 +26,10 @@ from torch import Tensor, nn
 
 from utils.errors import ConfigError, UserError
 
+from dataloaders.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 from .loading import load_model
+from .releases import load_release, release_in
 
 
 @dataclass
@@ -35,8 +38,9 @@ class DistillationConfig:
 
     Args:
         teacher_checkpoint: a trained model: one of our Lightning .ckpt files (architecture from its
-            hyper-parameters) or a bare state_dict such as the authors' releases (architecture from
-            teacher_config). Loaded when training starts.
+            hyper-parameters), a published release by name (``release:cosplace_resnet50_2048``, see
+            models/releases.py) or a bare state_dict such as the authors' releases (architecture from
+            teacher_config, or from the release whose file name it has). Loaded when training starts.
         teacher_config: the teacher's architecture for a bare state_dict (backbone_arch, layers_to_crop,
             agg_arch, agg_config, image_size, backbone_config); overrides a .ckpt's saved values.
         loss: similarity (match the batch's cosine-similarity structure; any descriptor sizes) or
@@ -172,7 +176,10 @@ class Teacher:
 
     Images of another size than the teacher's evaluation size (``model.preprocessing``, which its checkpoint
     records, else its ``image_size``; e.g. a student trained at a lower resolution) are resized to it
-    (bilinear, antialiased) first: MixVPR only takes the size it was built for.
+    (bilinear, antialiased) first: MixVPR only takes the size it was built for. A teacher evaluated with each
+    image at its own resolution (a release such as CosPlace or MegaLoc: preprocessing resize 'none') takes
+    the student's images as they are. Images come normalised with ImageNet's mean/std (the student's); a
+    teacher with another normalisation (NetVLAD's pixels in 0..255) gets them renormalised to its own.
 
     precision: ``"bf16"`` or ``"fp16"``/``"16"``: autocast dtype of the teacher's forward (bf16 suits
     CPUs and recent GPUs, fp16 GPUs); ``"32"``: float32 even inside the caller's autocast; ``None``:
@@ -187,18 +194,32 @@ class Teacher:
         self.model = model.eval().requires_grad_(False)
         self.dtype = PRECISIONS[precision]
         self.descriptor_dim = getattr(model, "descriptor_dim", None)
-        # the size the teacher is evaluated at (its checkpoint's record), else the size it was built for
-        image_size = getattr(getattr(model, "preprocessing", None), "image_size", None) or getattr(model, "image_size", None)
+        # the size the teacher is evaluated at (its checkpoint's record; None: each image's own), else the size
+        # it was built for
+        record = getattr(model, "preprocessing", None)
+        image_size = record.fixed_size if record is not None else getattr(model, "image_size", None)
         self.image_size = tuple(image_size) if image_size is not None else None
+        # (scale, shift) taking ImageNet-normalised images to the teacher's normalisation; None: the same
+        self.renormalise = None
+        if record is not None and (record.mean, record.std) != (IMAGENET_MEAN, IMAGENET_STD):
+            scale = torch.tensor(IMAGENET_STD) / torch.tensor(record.std)
+            shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(record.mean)) / torch.tensor(record.std)
+            self.renormalise = scale.view(3, 1, 1), shift.view(3, 1, 1)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, precision: Optional[str] = None, **model_kwargs) -> "Teacher":
-        """Teacher from one of our Lightning ``.ckpt`` (architecture from its saved hyper-parameters) or
-        a bare state_dict (architecture from ``model_kwargs``: backbone_arch, layers_to_crop, agg_arch,
-        agg_config, image_size, backbone_config). ``model_kwargs`` override saved hyper-parameters. A
-        teacher that cannot be built or loaded raises the loader's error, saying it is the teacher's."""
+        """Teacher from one of our Lightning ``.ckpt`` (architecture from its saved hyper-parameters), a
+        published release (``release:<name>``, e.g. ``release:megaloc_dinov2_8448``: its network, weights and
+        evaluation preprocessing) or a bare state_dict (architecture from ``model_kwargs``: backbone_arch,
+        layers_to_crop, agg_arch, agg_config, image_size, backbone_config; a release's file under its published
+        name needs none). ``model_kwargs`` override saved hyper-parameters. A teacher that cannot be built or
+        loaded raises the loader's error, saying it is the teacher's."""
+        name = release_in(path)
+        if name is not None and model_kwargs:
+            raise ConfigError(f"distillation teacher {path} is a release, with its own architecture: leave "
+                              f"distillation.teacher_config out")
         try:
-            model = load_model(path, **model_kwargs)
+            model = load_release(name) if name is not None else load_model(path, **model_kwargs)
         except UserError as err:
             raise type(err)(
                 f"distillation teacher {path}: {err}\nThe teacher's architecture goes in distillation.teacher_config "
@@ -223,6 +244,9 @@ class Teacher:
         if images.device != self.device:
             self.model.to(images.device)
         images = images.to(next(self.model.parameters()).dtype)
+        if self.renormalise is not None:
+            scale, shift = (t.to(images.device, images.dtype) for t in self.renormalise)
+            images = images * scale + shift
         if self.image_size is not None and tuple(images.shape[-2:]) != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False,
                                    antialias=True)

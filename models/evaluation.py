@@ -20,8 +20,9 @@ from utils.visualize import plot_recall_curves, save_retrievals
 
 from .descriptor_cache import network_identity, weights_fingerprint
 from .inference import cached_embed_paths, check_descriptors
-from .loading import architecture_of, checkpoint_preprocessing, load_weights, open_checkpoint
+from .loading import architecture_of, checkpoint_preprocessing, load_weights, open_checkpoint, release_settings
 from .network import VPRNet, build_network
+from .releases import load_release, release_in
 
 TABLE_K = (1, 5, 10)
 DESCRIPTOR_DTYPES = ("float16", "float32")
@@ -37,12 +38,22 @@ def load_for_evaluation(path: str | Path, architecture: dict, eval_image_size: O
                         ) -> tuple[VPRNet, str, bool]:
     """(network in eval mode on the CPU, weights fingerprint, whether the file carried its own settings).
 
-    A checkpoint with saved hyper-parameters (ours) builds its own architecture and carries its evaluation
-    preprocessing (``net.preprocessing``: the size it was validated at); ``architecture`` (model settings
-    from a recipe or the command line) applies to bare state_dicts (the releases). ``eval_image_size``
+    ``release:<name>`` is a published release (``models/releases.py``, e.g. ``release:cosplace_resnet50_2048``):
+    its network, its weights (downloaded once into torch.hub's cache and verified) and its authors' evaluation
+    preprocessing. A checkpoint with saved hyper-parameters (ours) builds its own architecture and carries its
+    evaluation preprocessing (``net.preprocessing``: the size it was validated at); ``architecture`` (model
+    settings from a recipe or the command line) applies to bare state_dicts (the releases' files, which keep
+    their authors' preprocessing when they have their published name). ``eval_image_size``
     (--data.eval_image_size, from the command line or --config) overrides the evaluation size.
     """
+    name = release_in(path)
+    if name is not None:
+        net = load_release(name)
+        net.preprocessing = net.preprocessing.with_size(eval_image_size)
+        return net, weights_fingerprint(net), True
     checkpoint = open_checkpoint(path)
+    if checkpoint.preprocessing is None:  # a release's file by its published name: its authors' preprocessing
+        checkpoint = checkpoint._replace(preprocessing=release_settings(path)[1])
     hyper_parameters = checkpoint.hyper_parameters
     arch = architecture_of(hyper_parameters) if hyper_parameters else architecture_of({}, **architecture)
     net = build_network(**arch)
@@ -53,14 +64,14 @@ def load_for_evaluation(path: str | Path, architecture: dict, eval_image_size: O
 
 
 def model_labels(paths: Sequence[str | Path], names: Optional[Sequence[str]] = None) -> list[str]:
-    """Short unique names: ``names`` when given, else the file stem, with parent folders prepended
-    (``checkpoints`` skipped) until the names differ."""
-    paths = [Path(p) for p in paths]
+    """Short unique names: ``names`` when given, else a release's name (``release:<name>``) or the file stem,
+    with parent folders prepended (``checkpoints`` skipped) until the names differ."""
     if names:
         if len(names) != len(paths) or len(set(names)) != len(names):
             raise ConfigError(f"--names needs {len(paths)} distinct names, one per checkpoint; got {list(names)}")
         return list(names)
-    parts = [[p.stem] + [q for q in reversed(p.resolve().parent.parts) if q not in ("checkpoints", "/")]
+    parts = [[release_in(p)] if release_in(p) else
+             [Path(p).stem] + [q for q in reversed(Path(p).resolve().parent.parts) if q not in ("checkpoints", "/")]
              for p in paths]
     for depth in range(1, max(len(x) for x in parts) + 1):
         labels = ["/".join(reversed(x[:depth])) for x in parts]
@@ -246,6 +257,14 @@ def protocol_lines(protocols: dict[str, dict], titles: Optional[dict] = None, ma
     return lines
 
 
+def size_text(record: dict) -> str:
+    """The evaluation image size of a model's record: 'HxW', or 'own resolution' for a model evaluated with each
+    image at its own size (preprocessing resize 'none': CosPlace, EigenPlaces, NetVLAD, MegaLoc)."""
+    if record.get("preprocessing", {}).get("resize") == "none":
+        return "own resolution"
+    return "x".join(map(str, record["image_size"]))
+
+
 def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_values: Sequence[int],
                   protocol: dict, titles: Optional[dict] = None, suite: Optional[Suite] = None) -> dict[str, Path]:
     """recalls.json, recalls.csv, recalls.md and the recall curves under ``out_dir``; ``titles`` maps
@@ -266,13 +285,13 @@ def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_val
             rb = r["benchmarks"][b]
             recall = rb["recall"]
             rows.append([label, r["checkpoint"], rb.get("descriptor_dim", r["descriptor_dim"]),
-                         "x".join(map(str, r["image_size"])), b, titles.get(b, b), rb["num_references"],
+                         size_text(r), b, titles.get(b, b), rb["num_references"],
                          rb["num_queries"], rb["skipped_database"] + rb["skipped_queries"],
                          *[f"{100 * recall[str(k)]:.2f}" if recall is not None else "" for k in k_values]])
     with (out_dir / "recalls.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     scored = [b for b in benchmarks if all(r["benchmarks"][b]["recall"] is not None for r in results.values())]
-    size = "; ".join(f"{label}: {'x'.join(map(str, r['image_size']))}" for label, r in results.items())
+    size = "; ".join(f"{label}: {size_text(r)}" for label, r in results.items())
     notes = ["", f"Recall@K (%), exact nearest neighbours. Image size (H x W): {size}."]
     shown, marks, table_k = dict(titles), {}, TABLE_K
     if suite is not None:

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dataloaders.eval.folder import EXTENSIONS, list_images
-from dataloaders.image_list import ImageList
-from dataloaders.transforms import EvalTransform, normalize_batch
+from dataloaders.image_list import ImageList, collate_by_size
+from dataloaders.transforms import normalize_batch
 from dataloaders.preprocessing import Preprocessing
 from utils.errors import CheckpointError, ConfigError, NotFoundError
 from utils.recall import search_nearest
@@ -88,36 +88,38 @@ def embed_paths(model, paths: Sequence[str], image_size: Optional[Sequence[int]]
                 channels_last: Optional[bool] = None, name: Optional[str] = None) -> tuple[np.ndarray, np.ndarray]:
     """(descriptors (N, D) float32, indices of the unreadable images) of the images at ``paths``.
 
-    Images are resized to ``image_size`` (default: the model's evaluation size, ``evaluation_preprocessing``)
-    and normalised as in evaluation. Rows of unreadable images (only with ``skip_unreadable``; otherwise the
-    first one stops the run with its path) are NaN; a non-finite row of an image that was read is an error
-    naming the model (``name``, default its class). ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
+    Images are resized as the model's evaluation preprocessing says (``evaluation_preprocessing``: its
+    size, or each image at its own resolution), at ``image_size`` when given, and normalised as in
+    evaluation; images of different sizes go through the network in batches of one size each. Rows of
+    unreadable images (only with ``skip_unreadable``; otherwise the first one stops the run with its path)
+    are NaN; a non-finite row of an image that was read is an error naming the model (``name``, default its
+    class). ``precision``: '32', '16-mixed' or 'bf16-mixed' (autocast).
     ``channels_last`` (None: on the CPU) runs the convolutions in the channels-last layout: on the CPU
     faster and with half the page faults at batch 32 (README, "Cost per model"); same descriptors to rounding.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
-    image_size = evaluation_preprocessing(model, image_size).image_size
+    preprocessing = evaluation_preprocessing(model, image_size)
     target = resolve_device(device) if device is not None else next(model.parameters()).device
     model = model.to(target).eval()
     channels_last = target.type == "cpu" if channels_last is None else channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    dataset = ImageList(paths, EvalTransform(image_size), skip_unreadable, image_size)
+    dataset = ImageList(paths, preprocessing.transform(), skip_unreadable, preprocessing.image_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=target.type == "cuda")
+                        pin_memory=target.type == "cuda", collate_fn=collate_by_size)
     dtype = PRECISIONS[precision]
     autocast = torch.autocast(target.type, dtype=dtype) if dtype is not None else nullcontext()
     out = np.full((len(dataset), model.descriptor_dim), np.nan, dtype=np.float32)
     unreadable = []
-    for images, indices, readable in tqdm(loader, desc=desc, unit="batch", disable=not progress,
-                                          leave=False, dynamic_ncols=True):
-        with autocast:
-            descriptors = model(model_input(images, model, target, channels_last))
-        descriptors = descriptors.float().cpu().numpy()
-        indices, readable = indices.numpy(), readable.numpy().astype(bool)
-        out[indices[readable]] = descriptors[readable]
-        unreadable.extend(indices[~readable].tolist())
+    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False, dynamic_ncols=True):
+        for images, indices, readable in batch:  # one group per image size
+            with autocast:
+                descriptors = model(model_input(images, model, target, channels_last))
+            descriptors = descriptors.float().cpu().numpy()
+            indices, readable = indices.numpy(), readable.numpy().astype(bool)
+            out[indices[readable]] = descriptors[readable]
+            unreadable.extend(indices[~readable].tolist())
     unreadable = np.asarray(sorted(unreadable), dtype=np.int64)
     check_descriptors(out, unreadable, model, name or f"the {type(model).__name__}", paths, precision)
     return out, unreadable
@@ -164,7 +166,7 @@ def cached_embed_paths(model, paths: Sequence[str], cache_dir: Optional[str | Pa
     None), the preprocessing applied and the images; a cached file is checked before use. A cached result
     with unreadable images is not reused unless ``skip_unreadable``. ``cache_dir`` None: no cache."""
     preprocessing = evaluation_preprocessing(model, image_size)
-    embed = lambda: embed_paths(model, paths, preprocessing.image_size, precision=precision,
+    embed = lambda: embed_paths(model, paths, image_size, precision=precision,
                                 skip_unreadable=skip_unreadable, desc=label, **embed_kwargs)
     if cache_dir is None:
         return (*embed(), False)

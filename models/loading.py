@@ -25,7 +25,7 @@ from utils.errors import CheckpointError, ConfigError, NotFoundError
 from utils.recipes import read_model_settings
 
 from .architecture import PREFIXES, describe_architecture, infer_architecture
-from .layouts import to_our_layout
+from .layouts import netvlad, optional_entries, to_our_layout
 from .network import ARCHITECTURE_ARGS, VPRNet, build_network
 
 # what a distilled student's checkpoint holds beside the network: training-only modules
@@ -68,6 +68,8 @@ def read_checkpoint_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"checkpoint not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    if path.suffix.lower() in OTHER_FORMATS:
+        return read_other_format(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -83,6 +85,26 @@ def read_checkpoint_file(path: str | Path) -> dict:
         size = path.stat().st_size
         raise CheckpointError(f"{path} ({size} bytes) is not a readable PyTorch checkpoint: truncated, still "
                               f"being written, or another kind of file ({type(err).__name__}: {err})") from None
+
+
+# weights files that are not torch.save's: the format each needs, and what it holds
+OTHER_FORMATS = {".safetensors": "safetensors file (MegaLoc's release)",
+                 ".mat": "MatConvNet network saved by MATLAB (NetVLAD's release)"}
+
+
+def read_other_format(path: Path) -> dict:
+    """The tensors of a ``.safetensors`` file, or of a MatConvNet ``.mat`` network (``layouts.netvlad``); neither
+    runs code. CheckpointError naming the file when it is not what its suffix says."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return netvlad.read_matconvnet(path)
+    except Exception as err:  # safetensors' SafetensorError, scipy's MatReadError, a .mat without 'net' ...
+        raise CheckpointError(f"{path} ({path.stat().st_size} bytes) is not a readable "
+                              f"{OTHER_FORMATS[path.suffix.lower()]}: truncated or another kind of file "
+                              f"({type(err).__name__}: {err})") from None
 
 
 def split_checkpoint(obj, path: str | Path) -> Checkpoint:
@@ -119,7 +141,8 @@ def to_layout_of(state_dict: dict, model: nn.Module) -> tuple[dict, str]:
         state_dict, layout = to_our_layout(state_dict)
     except ValueError as err:  # a release's layout recognised, but some of its keys cannot be placed
         raise CheckpointError(str(err)) from None
-    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(TRAINING_ONLY)}
+    dropped = TRAINING_ONLY + optional_entries(layout)
+    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(dropped)}
     return state_dict, layout
 
 
@@ -178,16 +201,32 @@ def architecture_of(hyper_parameters: dict, config: Optional[str | Path] = None,
     return {k: settings[k] for k in ARCHITECTURE_ARGS if settings.get(k) is not None}
 
 
+def release_settings(path: str | Path) -> tuple[dict, Optional[Preprocessing]]:
+    """(architecture, evaluation preprocessing) of the release whose published file name ``path`` has
+    (``models.releases.release_of_file``), or ({}, None): a release file is bare weights, and its name is what
+    says which network it is and how its authors evaluate it."""
+    from .releases import RELEASES, release_of_file  # releases builds on this module
+
+    name = release_of_file(path)
+    if name is None:
+        return {}, None
+    return dict(RELEASES[name].architecture), RELEASES[name].eval_preprocessing
+
+
 def load_model(checkpoint: str | Path, config: Optional[str | Path] = None, device: str = "cpu",
                **overrides) -> VPRNet:
     """The network of ``checkpoint`` (a VPRNet in eval mode on ``device``) with its weights loaded.
 
     The architecture comes from the checkpoint's saved hyper-parameters (our ``.ckpt``), overridden by
     ``config`` (a recipe YAML: its model section and data.image_size) and ``overrides`` (backbone_arch,
-    backbone_config, layers_to_crop, agg_arch, agg_config, image_size). A bare state_dict (the authors'
-    releases) needs one of them; without, the error names the configuration its keys fit.
+    backbone_config, layers_to_crop, agg_arch, agg_config, image_size). A bare state_dict needs one of them,
+    unless it is a release's file under its published name (``models/releases.py``: its architecture and
+    its authors' evaluation preprocessing); without, the error names the configuration its keys fit.
     """
     state_dict, hyper_parameters, preprocessing = open_checkpoint(checkpoint)
+    if preprocessing is None:  # a release's file (bare, or another project's Lightning checkpoint) by its name
+        release_arch, preprocessing = release_settings(checkpoint)
+        hyper_parameters = hyper_parameters or release_arch
     arch = architecture_of(hyper_parameters, config, **overrides)
     if not hyper_parameters and not arch:
         raise CheckpointError(

@@ -12,9 +12,15 @@ target and moved in only when it matches; a file that does not match, or one put
 that has no record, is refused with its hash and what to do (delete it, or accept it:
 ``python -m models.releases trust <name> <sha256>``).
 
-Each network's ``image_size`` is the size its authors evaluate at: MixVPR and Lightweight-MixVPR 320 x 320
-(their MixVPR layers are built for it), BoQ-DINOv2 and SALAD 322 x 322, BoQ-ResNet50 384 x 384 (BoQ and
-SALAD take other sizes too; DINOv2 needs multiples of 14).
+Each release's evaluation preprocessing is its authors' (``Release.preprocessing``): MixVPR and Lightweight-MixVPR
+resize to 320 x 320 (their MixVPR layers are built for it), BoQ-DINOv2, SALAD and CliqueMining to 322 x 322,
+BoQ-ResNet50 to 384 x 384 (BoQ and SALAD take other sizes too; DINOv2 needs multiples of 14); CosPlace,
+EigenPlaces, NetVLAD and MegaLoc take each image at its own resolution (their test code, and
+VPR-methods-evaluation's without --image_size), MegaLoc rounding it to multiples of 14 inside its forward pass.
+Their ``image_size`` is then the size the network is built and exported at (SF-XL's 512 x 512, Pittsburgh's
+480 x 640, 322 x 322). A ``release:<name>`` entry names a release wherever a checkpoint is asked for (eval.py,
+retrieve.py, distillation.teacher_checkpoint), and a release's file under its published name is known by it
+(``release_of_file``).
 """
 import argparse
 import json
@@ -63,6 +69,64 @@ class Release:
         return self.preprocessing or Preprocessing(tuple(self.architecture["image_size"]))
 
 
+# CosPlace's and EigenPlaces' published backbones and descriptor sizes (their hubconf.py AVAILABLE_TRAINED_MODELS,
+# CosPlace at 33ce8d0, EigenPlaces at a2969f7), the channels their backbone gives the head, and the size their
+# evaluation resizes to: none (test.py without --resize_test_imgs), so 512 x 512, SF-XL's test size, is only the
+# size the network is built and exported at
+COSPLACE_DIMS = {"VGG16": (64, 128, 256, 512), "ResNet18": (32, 64, 128, 256, 512),
+                 "ResNet50": (32, 64, 128, 256, 512, 1024, 2048), "ResNet101": (32, 64, 128, 256, 512, 1024, 2048),
+                 "ResNet152": (32, 64, 128, 256, 512, 1024, 2048)}
+EIGENPLACES_DIMS = {"VGG16": (512,), "ResNet18": (256, 512), "ResNet50": (128, 256, 512, 1024, 2048),
+                    "ResNet101": (128, 256, 512, 1024, 2048)}
+_CHANNELS = {"VGG16": 512, "ResNet18": 512, "ResNet50": 2048, "ResNet101": 2048, "ResNet152": 2048}
+_NATIVE_512 = Preprocessing((512, 512), resize="none")
+
+
+def _geolocalization_releases(project: str, suffix: str, dims: dict, reference: str) -> dict:
+    """CosPlace's or EigenPlaces' GitHub releases (v1.0): ``{backbone}_{dim}_{suffix}.pth`` state_dicts of
+    their GeoLocalizationNet, the whole torchvision trunk + the CosPlace head (models.layouts.cosplace)."""
+    releases = {}
+    for backbone, sizes in dims.items():
+        for dim in sizes:
+            architecture = {"backbone_arch": backbone.lower(), "layers_to_crop": [], "agg_arch": "CosPlace",
+                            "agg_config": {"in_channels": _CHANNELS[backbone], "out_dim": dim},
+                            "image_size": [512, 512]}
+            file_name = f"{backbone}_{dim}_{suffix}.pth"
+            releases[f"{suffix}_{backbone.lower()}_{dim}"] = Release(
+                architecture, file_name, f"https://github.com/gmberton/{project}/releases/download/v1.0/{file_name}",
+                f"https://github.com/gmberton/{project}/releases/tag/v1.0", reference, preprocessing=_NATIVE_512)
+    return releases
+
+
+def _netvlad(whitening_dim: Optional[int]) -> dict:
+    """NetVLAD's MATLAB release (VGG16 to conv5_3, 64 clusters, no assignment bias) with or without its WPCA."""
+    return {"backbone_arch": "vgg16", "layers_to_crop": [], "backbone_config": {"matconvnet_input": True},
+            "agg_arch": "NetVLAD", "agg_config": {"in_channels": 512, "num_clusters": 64, "assignment_bias": False,
+                                                  "whitening_dim": whitening_dim},
+            "image_size": [480, 640]}
+
+
+# NetVLAD evaluated with each image at its own resolution (VPR-methods-evaluation without --image_size), built at
+# Pittsburgh's 480 x 640; its trunk turns the ImageNet-normalised input into its own (models.backbones.vgg)
+_NETVLAD_INPUT = Preprocessing((480, 640), resize="none")
+_NETVLAD_FILE = "https://cvg-data.inf.ethz.ch/hloc/netvlad/Pitts30K_struct.mat"
+_NETVLAD_PAGE = "https://github.com/Relja/netvlad"
+
+
+# MegaLoc (gmberton/MegaLoc megaloc_model.py): DINOv2 ViT-B/14, final norm and class token, all 12 blocks, images
+# resized inside the forward pass to multiples of 14 (after the normalisation) -> SALAD 64 x 256 + 256 -> linear
+# 8448. num_trainable_blocks is a training setting only (MegaLoc's training code is not published; SALAD's 4 here).
+# Evaluated with each image at its own resolution (VPR-methods-evaluation, to which its README points, has no
+# --image_size for it and no resizing wrapper: the network rounds the size itself); built at 322 x 322.
+_MEGALOC = {"backbone_arch": "dinov2_vitb14",
+            "backbone_config": {"num_trainable_blocks": 4, "return_token": True, "norm_layer": True,
+                                "resize_to_patches": True},
+            "agg_arch": "MegaLoc", "agg_config": {"num_channels": 768, "num_clusters": 64, "cluster_dim": 256,
+                                                  "token_dim": 256, "out_dim": 8448},
+            "image_size": [322, 322]}
+_MEGALOC_INPUT = Preprocessing((322, 322), resize="none")
+
+
 def _drive_release(architecture: dict, file_name: str, file_id: str, reference: str) -> Release:
     """A release shared on Google Drive: downloaded by the direct form of its share link (confirm=t skips
     the virus-scan page), published at the share page."""
@@ -74,7 +138,11 @@ def _drive_release(architecture: dict, file_name: str, file_id: str, reference: 
 # Published SHA-256 digests: none found for any of these files (searched: the authors' READMEs and hubconf.py
 # at amaralibey/MixVPR 4043915, amaralibey/Bag-of-Queries 1a4965e, serizba/salad e593005,
 # nadhiranoor/Lightweight-MixVPR 8d2a6e0; their GitHub release pages and issues; Hugging Face file listings;
-# none of the file names carries torch.hub's hash prefix, name-<sha256 prefix>.ext). So each entry's sha256 is
+# none of the file names carries torch.hub's hash prefix, name-<sha256 prefix>.ext), nor for the families added
+# since (the READMEs and hubconf.py of gmberton/CosPlace 33ce8d0, gmberton/EigenPlaces a2969f7, gmberton/MegaLoc
+# 1af071c, serizba/cliquemining f7c4e8f, Relja/netvlad 652dbe7; VPR-methods-evaluation adbb6e2, which downloads
+# NetVLAD's file with wget and CliqueMining's with gdown, unchecked). Hugging Face lists a SHA-256 for each
+# large file (gberton/MegaLoc model.safetensors): it could not be read from here; it may be pinned once read there. So each entry's sha256 is
 # None and a file is checked against the hash recorded when this project downloaded it. Never write a digest
 # here that was not published for the file.
 RELEASES = {
@@ -132,13 +200,45 @@ RELEASES = {
         {"backbone_arch": "resnet18", "layers_to_crop": [4], "agg_arch": "MixVPR",
          "agg_config": _mixer(256, 20, 128), "image_size": [320, 320]},
         "lightweight_mixvpr_kd_resnet18_512.ckpt", "1C3dLL5-IVEuLKWp5laZAwiEwP2feQw9J", "Lightweight-MixVPR, README (KD)"),
+    # CosPlace (CVPR 2022) and EigenPlaces (ICCV 2023), trained on SF-XL: every published backbone and size
+    **_geolocalization_releases("CosPlace", "cosplace", COSPLACE_DIMS, "CosPlace (CVPR 2022)"),
+    **_geolocalization_releases("EigenPlaces", "eigenplaces", EIGENPLACES_DIMS, "EigenPlaces (ICCV 2023)"),
+    # NetVLAD (CVPR 2016), vd16_pitts30k_conv5_3_vlad_preL2_intra_white, as hloc converted it and VPR-methods-
+    # evaluation loads it (vpr_models/netvlad.py): one MatConvNet file for both sizes, the 4096-d one with the
+    # PCA whitening (models.layouts.netvlad reads it)
+    "netvlad_vgg16_4096": Release(_netvlad(4096), "Pitts30K_struct.mat", _NETVLAD_FILE, _NETVLAD_PAGE,
+                                  "NetVLAD (CVPR 2016), VGG16 + NetVLAD + whitening, Pitts30k",
+                                  preprocessing=_NETVLAD_INPUT),
+    # MegaLoc (CVPR Workshops 2025): the file its hubconf.py loads now (Hugging Face, safetensors;
+    # models.layouts.megaloc) and the one it loaded first (GitHub release v1.0, a state_dict in our keys)
+    "megaloc_dinov2_8448": Release(_MEGALOC, "megaloc.safetensors",
+                                   "https://huggingface.co/gberton/MegaLoc/resolve/main/model.safetensors",
+                                   "https://huggingface.co/gberton/MegaLoc", "MegaLoc (CVPR Workshops 2025)",
+                                   preprocessing=_MEGALOC_INPUT),
+    "megaloc_dinov2_8448_github": Release(_MEGALOC, "megaloc.torch",
+                                          "https://github.com/gmberton/MegaLoc/releases/download/v1.0/megaloc.torch",
+                                          "https://github.com/gmberton/MegaLoc/releases/tag/v1.0",
+                                          "MegaLoc (CVPR Workshops 2025), first release", preprocessing=_MEGALOC_INPUT),
+    # CliqueMining (ECCV 2024): SALAD's network (serizba/cliquemining is SALAD's code; VPR-methods-evaluation loads
+    # the file into serizba/salad's hub model), trained with clique mining; a Lightning checkpoint shared on Google
+    # Drive (its README); evaluated as SALAD's at 322 x 322 ("follow the same steps as with SALAD")
+    "clique_mining_dinov2_8448": _drive_release(
+        {"backbone_arch": "dinov2_vitb14",
+         "backbone_config": {"num_trainable_blocks": 4, "return_token": True, "norm_layer": True},
+         "agg_arch": "SALAD",
+         "agg_config": {"num_channels": 768, "num_clusters": 64, "cluster_dim": 128, "token_dim": 256},
+         "image_size": [322, 322]},
+        "cliquemining.ckpt", "1B06ysb-Wjb4KDcNrl-7pyj1mJve1jqdk", "CliqueMining (ECCV 2024)"),
+    "netvlad_vgg16_32768": Release(_netvlad(None), "Pitts30K_struct.mat", _NETVLAD_FILE, _NETVLAD_PAGE,
+                                   "NetVLAD (CVPR 2016), VGG16 + NetVLAD, Pitts30k", preprocessing=_NETVLAD_INPUT),
 }
 
 
 def release_name(family: str, backbone: str, descriptors_dimension: Optional[int] = None) -> str:
-    """The name of ``family``'s release (mixvpr, boq, salad, lightweight) for ``backbone`` with descriptors of
-    ``descriptors_dimension`` (None: the backbone's only release); ConfigError listing the family's releases."""
-    prefix = f"{family}_{backbone}_"
+    """The name of ``family``'s release (mixvpr, boq, salad, lightweight, cosplace, eigenplaces, netvlad ...) for
+    ``backbone`` (any case: the authors write ResNet50) with descriptors of ``descriptors_dimension`` (None: the
+    backbone's only release); ConfigError listing the family's releases."""
+    prefix = f"{family}_{str(backbone).lower()}_"
     matches = [n for n in RELEASES if n.startswith(prefix)
                and (descriptors_dimension is None or n == f"{prefix}{descriptors_dimension}")]
     if len(matches) != 1:
@@ -146,6 +246,31 @@ def release_name(family: str, backbone: str, descriptors_dimension: Optional[int
         raise ConfigError(f"no {family} release for backbone={backbone!r}, descriptors_dimension={descriptors_dimension}"
                           f"{' (several: give one)' if matches else ''}; the releases are {choices}")
     return matches[0]
+
+
+# a checkpoint entry naming a published release instead of a file: eval.py and retrieve.py --checkpoint,
+# distillation.teacher_checkpoint (``release:cosplace_resnet50_2048``)
+RELEASE_PREFIX = "release:"
+
+
+def release_in(checkpoint: str | Path) -> Optional[str]:
+    """The release named by a ``release:<name>`` checkpoint entry, or None for a file; ConfigError listing the
+    releases for an unknown name."""
+    text = str(checkpoint)
+    if not text.startswith(RELEASE_PREFIX):
+        return None
+    name = text[len(RELEASE_PREFIX):].strip()
+    if name not in RELEASES:
+        raise ConfigError(f"{text}: no release {name!r}; the releases are {sorted(RELEASES)}")
+    return name
+
+
+def release_of_file(path: str | Path) -> Optional[str]:
+    """The release whose published file name ``path`` has (``Release.file_name``: the name it has in torch.hub's
+    cache, and when copied elsewhere), or None. File names are unique across RELEASES."""
+    name = Path(path).name
+    found = [n for n, r in RELEASES.items() if r.file_name == name]
+    return found[0] if len(found) == 1 else None
 
 
 RECORD_SUFFIX = ".sha256.json"

@@ -59,3 +59,21 @@ def cache_as_published(state_dict: dict, weights, torch_home, monkeypatch) -> No
     (folder / name).write_bytes(data)
     monkeypatch.setattr(weights.value, "url", weights.url.rsplit("/", 1)[0] + "/" + name)
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
+
+
+def seeded_matconvnet(layout: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, Tensor]:
+    """``seeded_state_dict`` for a MatConvNet layout (``release_layouts.netvlad_matconvnet_layout``): kernels
+    (H, W, in, out) and matrices (in, out) ~ N(0, 2 / fan_in) (fan_in: all but the last dimension), biases
+    ~ N(0, 0.01^2), the other matrices (NetVLAD's assignment and centres) ~ N(0, 0.25), the average image
+    rising from 90 to 130 over its entries (pixels in 0..255)."""
+    gain = {}
+    for key, shape in layout.items():
+        if key.endswith("weights.0") and len(shape) in (2, 4) and not key.startswith("net.layers.30."):
+            gain[key] = 2 * math.sqrt(2 / math.prod(shape[:-1]))  # seeded_state_dict's 0.5 * N(0, 1) -> He
+        elif key.endswith("weights.1") and len(shape) == 1:
+            gain[key] = 0.02
+    out = seeded_state_dict(layout, seed, gain)
+    average = "net.meta.normalization.averageImage"
+    if average in out:
+        out[average] = torch.linspace(90, 130, math.prod(layout[average])).reshape(layout[average])
+    return out

@@ -382,8 +382,9 @@ def test_releases_carry_their_published_test_preprocessing():
              "boq_dinov2_12288": 322, "boq_resnet50_16384": 384, "salad_dinov2_8448": 322,
              "lightweight_efficientnet_b0_128": 320, "lightweight_mobilenet_v2_1024": 320,
              "lightweight_resnet18_512": 320}
-    assert {n: r.eval_preprocessing.image_size for n, r in RELEASES.items()} == {n: (s, s) for n, s in sizes.items()}
-    assert {(r.eval_preprocessing.mean, r.eval_preprocessing.std) for r in RELEASES.values()} == {
+    # these families resize to a fixed size (the others: tests/test_families.py)
+    assert {n: RELEASES[n].eval_preprocessing.fixed_size for n in sizes} == {n: (s, s) for n, s in sizes.items()}
+    assert {(RELEASES[n].eval_preprocessing.mean, RELEASES[n].eval_preprocessing.std) for n in sizes} == {
         ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
     # the network of a release (hub, load_release) carries it; tests/test_hub.py checks each hub entry
     with torch.device("meta"):

@@ -198,6 +198,6 @@ def test_load_weights_takes_the_release_file_and_lightning_prefixes(tmp_path):
 
 
 def test_aggregator_registry_names_are_exact():
-    assert set(AGGREGATORS) == {"mixvpr", "gem", "convap", "cosplace", "netvlad", "boq", "salad"}
+    assert set(AGGREGATORS) == {"mixvpr", "gem", "convap", "cosplace", "netvlad", "boq", "salad", "megaloc"}
     with pytest.raises(ValueError, match="unknown aggregator 'mix'"):
         build_aggregator("mix")

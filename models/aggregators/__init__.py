@@ -10,14 +10,15 @@ from .boq import BoQ
 from .convap import ConvAP
 from .cosplace import CosPlace
 from .gem import GeMPool
+from .megaloc import MegaLoc
 from .mixvpr import MixVPR
 from .netvlad import NetVLAD
 from .salad import SALAD
 
 AGGREGATORS = {"mixvpr": MixVPR, "gem": GeMPool, "convap": ConvAP, "cosplace": CosPlace, "netvlad": NetVLAD,
-               "boq": BoQ, "salad": SALAD}
+               "boq": BoQ, "salad": SALAD, "megaloc": MegaLoc}
 # the names as the papers write them: the choices offered on the command line (lookups ignore case)
-AGGREGATOR_NAMES = ("MixVPR", "GeM", "ConvAP", "CosPlace", "NetVLAD", "BoQ", "SALAD")
+AGGREGATOR_NAMES = ("MixVPR", "GeM", "ConvAP", "CosPlace", "NetVLAD", "BoQ", "SALAD", "MegaLoc")
 assert {n.lower() for n in AGGREGATOR_NAMES} == set(AGGREGATORS)
 
 

@@ -7,6 +7,7 @@
 networks under its names, built as its code builds them, so that its constructor calls and saved
 weights work here (``models.layouts.lightweight`` maps the weights). ``dinov2_vit*14``: the DINOv2 ViTs,
 which take ``num_trainable_blocks``, ``return_token`` and ``norm_layer`` instead of the CNNs' settings.
+``vgg16``: VGG16's trunk up to conv5_3, NetVLAD's and CosPlace's (used whole: ``layers_to_crop=[]``).
 """
 import inspect
 from functools import partial
@@ -22,12 +23,14 @@ from .resnet import RESNETS, ResNet
 from .swin import SWINS, SwinV2
 from .timm_efficientnet import TIMM_EFFICIENTNETS, TimmEfficientNet
 from .upsampled_mobilenet import UpsampledMobileNetV2
+from .vgg import VGG16
 
 BACKBONES = {
     **{name: partial(ResNet, name) for name in RESNETS},
     **{name: partial(MobileNet, name) for name in MOBILENETS},
     **{name: partial(EfficientNet, name) for name in EFFICIENTNETS},
     **{name: partial(DINOv2, name) for name in DINOV2_ARCHS},
+    "vgg16": partial(VGG16, "vgg16"),
     # the Lightweight-MixVPR project's networks
     **{name: partial(TimmEfficientNet, name) for name in TIMM_EFFICIENTNETS},
     "mobilenet_v2": partial(UpsampledMobileNetV2, "mobilenet_v2"),

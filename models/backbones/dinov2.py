@@ -52,6 +52,11 @@ DEFAULT_IMAGE_SIZE = (322, 322)
 WEIGHTS_URL = "https://dl.fbaipublicfiles.com/dinov2/{name}/{name}_pretrain.pth"
 
 
+def patch_multiple(side: int) -> int:
+    """The multiple of the patch size nearest to ``side`` (Python's round: a half rounds to the even multiple)."""
+    return round(side / PATCH_SIZE) * PATCH_SIZE
+
+
 class ViTSize(NamedTuple):
     """Width, depth, attention heads and feed-forward kind of a DINOv2 model."""
     embed_dim: int
@@ -211,6 +216,9 @@ class DINOv2(nn.Module):
         N = depth everything trains.
       return_token: also return the class token, as ``(map, token)`` (SALAD uses it).
       norm_layer: apply the final LayerNorm to the tokens (SALAD: yes; BoQ: no).
+      resize_to_patches: an image whose sides are not multiples of 14 is first resized to the nearest
+        multiples (Python's ``round(side / 14) * 14``), bilinear and antialiased, as MegaLoc's own forward
+        does (after the normalisation); otherwise such an image is an error.
     Parameters the forward never uses (``mask_token``; ``norm`` without norm_layer) are frozen, so that
     distributed training needs no unused-parameter search. ``out_channels`` = D, ``stride`` = 14;
     ``default_image_size`` (322 x 322) is the size of a model built without one.
@@ -220,7 +228,7 @@ class DINOv2(nn.Module):
     default_image_size = DEFAULT_IMAGE_SIZE
 
     def __init__(self, model_name: str = "dinov2_vitb14", pretrained: bool = False, num_trainable_blocks: int = 2,
-                 return_token: bool = False, norm_layer: bool = False):
+                 return_token: bool = False, norm_layer: bool = False, resize_to_patches: bool = False):
         super().__init__()
         size = DINOV2_ARCHS[model_name]
         if not (isinstance(num_trainable_blocks, int) and 0 <= num_trainable_blocks <= size.depth):
@@ -233,6 +241,7 @@ class DINOv2(nn.Module):
         self.num_trainable_blocks = num_trainable_blocks
         self.return_token = return_token
         self.norm_layer = norm_layer
+        self.resize_to_patches = resize_to_patches
         self.out_channels = size.embed_dim
         self.stride = PATCH_SIZE
         self.num_frozen_blocks = size.depth - num_trainable_blocks
@@ -251,8 +260,11 @@ class DINOv2(nn.Module):
                                 kind="DINOv2 (LVD-142M) weights")
 
     def feature_map_shape(self, image_size: Sequence[int]) -> tuple[int, int, int]:
-        """(D, H/14, W/14) for an image of ``image_size`` = (H, W); raises unless both divide by 14."""
-        h, w = image_size
+        """(D, H/14, W/14) for an image of ``image_size`` = (H, W); raises unless both divide by 14 (with
+        resize_to_patches: the nearest multiples of 14)."""
+        h, w = (int(s) for s in image_size)
+        if self.resize_to_patches:
+            h, w = patch_multiple(h), patch_multiple(w)
         if h % PATCH_SIZE or w % PATCH_SIZE:
             fit = lambda n: sorted({max(PATCH_SIZE, n // PATCH_SIZE * PATCH_SIZE),
                                     math.ceil(n / PATCH_SIZE) * PATCH_SIZE})
@@ -264,6 +276,9 @@ class DINOv2(nn.Module):
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         """(B, 3, H, W) -> (B, D, H/14, W/14) map, or (map, (B, D) class token) with return_token."""
         _, rows, cols = self.feature_map_shape(x.shape[-2:])
+        if tuple(x.shape[-2:]) != (rows * PATCH_SIZE, cols * PATCH_SIZE):  # resize_to_patches
+            x = F.interpolate(x, size=(rows * PATCH_SIZE, cols * PATCH_SIZE), mode="bilinear", align_corners=False,
+                              antialias=True)
         frozen = self.model.blocks[:self.num_frozen_blocks]
         with torch.no_grad() if self.num_frozen_blocks else contextlib.nullcontext():
             tokens = self.model.prepare_tokens(x)

@@ -60,6 +60,14 @@ class ResNet(nn.Module):
         """Load torchvision's ImageNet weights into the kept layers (downloaded once, then cached)."""
         load_imagenet_weights(self.model, self.imagenet_weights, self.model_name)
 
+    def feature_map_shape(self, image_size: Sequence[int]) -> tuple[int, int, int]:
+        """(out_channels, H', W') for an image of ``image_size`` = (H, W), without running the network: each of
+        the log2(stride) stride-2 steps (conv1, the max-pool, the first block of layer2..4) gives ceil(n / 2)."""
+        h, w = int(image_size[0]), int(image_size[1])
+        for _ in range(self.stride.bit_length() - 1):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return self.out_channels, h, w
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) image -> (B, out_channels, H / stride, W / stride) feature map."""
         m = self.model
