@@ -196,6 +196,9 @@ def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_val
         csv.writer(f).writerows(rows)
     size = "; ".join(f"{label}: {'x'.join(map(str, r['image_size']))}" for label, r in results.items())
     notes = ["", f"Recall@K (%), exact nearest neighbours. Image size (H x W): {size}."]
+    named = [f"{label} = {r['checkpoint']}" for label, r in results.items() if r.get("checkpoint") not in (None, label)]
+    if named:
+        notes.append("Models: " + "; ".join(named) + ".")
     notes += protocol_lines({b: protocol["benchmarks"][b] for b in benchmarks}, titles)
     if any("synthetic" in titles.get(b, "") for b in benchmarks):
         notes.append("Synthetic: the project's generated stand-ins in the real formats, not the real data sets.")
