@@ -213,12 +213,17 @@ def test_commands_print_no_spurious_note_framework_deprecation_or_tip(evaluated,
         assert "deprecated" not in err + printed and "Tip:" not in err + printed
 
 
-def test_recalls_md_names_the_checkpoint_it_tested(evaluated, demo):
+def test_recalls_md_names_the_checkpoint_it_tested(evaluated, demo, synthetic, tmp_path):
     cli = evaluated["test"][0]
     table = (Path(cli.trainer.log_dir) / "recalls.md").read_text()
     ckpt = str(demo[2] / "synthetic_demo" / "version_0" / "checkpoints" / "last.ckpt")
     assert table.splitlines()[2].startswith(f"| {ckpt} | {cli.model.descriptor_dim} |")
     assert "this model" not in table
+    # eval.py's short row label ("last") is tied to its file under the table
+    run(["--checkpoint", ckpt, "--benchmarks", "[pitts30k_val]", "--data.pitts_root", str(synthetic["pitts"]),
+         "--out_dir", str(tmp_path), "--progress", "false"], eval_cli.main)
+    table = (tmp_path / "version_0" / "recalls.md").read_text()
+    assert table.splitlines()[2].startswith("| last |") and f"Models: last = {ckpt}." in table
 
 
 def test_resumed_run_is_not_before_training_and_its_curves_keep_the_earlier_learning_rates(demo, synthetic,

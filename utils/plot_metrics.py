@@ -125,14 +125,19 @@ def plot_history(history, path: str | Path, title: str = "") -> Path:
     return path
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Path:
-    """Command line: a run folder -> its curves PNG."""
+def parse_args(argv: Optional[Sequence[str]] = None):
+    """The settings of ``python -m utils.plot_metrics``."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(prog="python -m utils.plot_metrics", description=__doc__.split("\n")[0], exit_on_error=False)
     parser.add_argument("run", type=str, help="a run folder, e.g. LOGS/synthetic_demo/version_0")
     parser.add_argument("--out", type=Optional[str], default=None, help="the PNG to write (default: <run>/curves.png)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    """Command line: a run folder -> its curves PNG."""
+    args = parse_args(argv)
     run = Path(args.run)
     history = read_history(run)
     check_plottable(history, run)
