@@ -70,7 +70,7 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--synthetic_titles", type=Optional[bool], default=None,
                         help="say 'synthetic' in titles (default: when data.synthetic)")
     cfg = parser.parse_args(argv)
-    # a flag this command accepts takes effect: training-only ones are refused, training's --model.faiss_gpu is --faiss_gpu
+    # a flag this command accepts takes effect: training-only ones are refused; --model.faiss_gpu is --faiss_gpu
     refuse_unused_flags(parser, argv, "python eval.py", TRAINING_DATA, aliases=("model.faiss_gpu",))
     resolve_faiss_gpu(cfg, argv)
     return cfg

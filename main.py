@@ -52,8 +52,8 @@ DEFAULT_CONFIG = CONFIG_DIR / "synthetic_demo.yaml"
 SUBCOMMANDS = ("fit", "validate", "test")
 DESCRIPTION = (f"Train (fit, the default), validate or test a place recognition model. Without --config the settings "
                f"are the demo's ({DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)} over configs/base.yaml); flags "
-               f"override them (the defaults listed below are configs/base.yaml's, the paper's recipe). Other commands: "
-               f"python main.py validate|test --ckpt_path <checkpoint> ... (their --help lists the same settings).")
+               f"override them (the defaults listed below are configs/base.yaml's, the paper's recipe). Other "
+               f"commands: python main.py validate|test --ckpt_path <checkpoint> ... (their --help lists the same settings).")
 # Lightning's own messages that are noise for this project's users: advertising tips, and a deprecation inside
 # Lightning's pytree helper (lightning/pytorch/utilities/_pytree.py on torch >= 2.10) that users cannot act on
 QUIET_LOG_PREFIXES = ("\N{ELECTRIC LIGHT BULB} Tip:",)
@@ -171,8 +171,8 @@ def check_accelerator(trainer) -> None:
     if not isinstance(accelerator, str) or accelerator.lower() not in ("gpu", "cuda") or torch.cuda.is_available():
         return
     precision = str(trainer.get("precision"))
-    also = (f" --trainer.precision 32-true (the recipe's {precision} would run as bf16-mixed, emulated and slow on CPUs "
-            f"without bf16 instructions)" if precision in ("16", "16-mixed", "16-true") else "")
+    also = (f" --trainer.precision 32-true (the recipe's {precision} would run as bf16-mixed, emulated and slow on "
+            f"CPUs without bf16 instructions)" if precision in ("16", "16-mixed", "16-true") else "")
     raise ConfigError(f"the settings ask for a GPU (trainer.accelerator {accelerator}) but torch sees none on this "
                       f"machine: add --trainer.accelerator cpu{also} to run on the CPU")
 

@@ -46,7 +46,8 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--visualize", type=int, default=0, help="pictures of the first N queries and their matches (-1: all)")
     cfg = parser.parse_args(argv)
     # a flag this command accepts takes effect: training-only and benchmark ones are refused
-    refuse_unused_flags(parser, argv, "python retrieve.py", TRAINING_DATA + BENCHMARK_DATA, aliases=("model.faiss_gpu",))
+    refuse_unused_flags(parser, argv, "python retrieve.py", TRAINING_DATA + BENCHMARK_DATA,
+                        aliases=("model.faiss_gpu",))
     resolve_faiss_gpu(cfg, argv)
     return cfg
 

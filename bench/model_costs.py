@@ -59,8 +59,8 @@ MODELS = {
                       dict(backbone_arch="resnet50", agg_config=dict(out_channels=1024, out_rows=4)), 0.34),
     "resnet18-1024": ("ours", dict(backbone_arch="resnet18", agg_config=dict(out_channels=256, out_rows=4)), 1.0),
     "torchvision_mobilenet_v2-2048": (
-        "ours, stride 16", dict(backbone_arch="torchvision_mobilenet_v2", agg_config=dict(out_channels=512, out_rows=4)),
-        1.0),
+        "ours, stride 16",
+        dict(backbone_arch="torchvision_mobilenet_v2", agg_config=dict(out_channels=512, out_rows=4)), 1.0),
     # 32 channels x 4 rows: the compact 128-d descriptor
     "torchvision_efficientnet_b0-128": (
         "ours, stride 16",
@@ -138,7 +138,8 @@ def measure(name: str, image_size: tuple[int, int], reps: int, batch: int, threa
     reps = max(2, round(reps * MODELS[name][2]))
     one = torch.randn(1, 3, *image_size)
     many = torch.randn(batch, 3, *image_size)
-    row = {"model": name, "description": MODELS[name][0], "input": f"{image_size[0]}²" if image_size[0] == image_size[1] else
+    row = {"model": name, "description": MODELS[name][0],
+           "input": f"{image_size[0]}²" if image_size[0] == image_size[1] else
            f"{image_size[0]} x {image_size[1]}", "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
            "GMACs": macs_per_image(model, image_size) / 1e9, "dim": model.descriptor_dim}
     dtype = PRECISIONS[precision]

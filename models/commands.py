@@ -32,8 +32,8 @@ TRAINING_DATA = ("gsv_root", "cities", "batch_size", "img_per_place", "min_img_p
 BENCHMARK_DATA = ("test_sets", "pitts_root", "msls_root", "pos_radius", "synthetic", "synthetic_dir",
                   "synthetic_scale", "seed")
 # the flag of these commands that does what a refused training flag would do
-INSTEAD = {"data.batch_size": "--batch_size", "data.eval_batch_size": "--batch_size", "data.num_workers": "--num_workers",
-           "data.val_sets": "--benchmarks", "model.recall_k": "--k", "trainer.precision": "--precision",
+INSTEAD = {"data.batch_size": "--batch_size", "data.eval_batch_size": "--batch_size",
+           "data.num_workers": "--num_workers", "data.val_sets": "--benchmarks", "model.recall_k": "--k", "trainer.precision": "--precision",
            "trainer.accelerator": "--device", "trainer.devices": "--device", "logs_dir": "--out_dir",
            "model.faiss_gpu": "--faiss_gpu", "name": "--names"}
 
@@ -112,7 +112,7 @@ def refuse_unused_flags(parser: ArgumentParser, argv: Optional[Sequence[str]], p
         if (section in ("trainer", "seed_everything", "name", "logs_dir")
                 or (section == "model" and setting and setting.split(".")[0] not in ARCHITECTURE_ARGS)
                 or (section == "data" and setting.split(".")[0] in unused_data)):
-            instead = INSTEAD.get(key.split(".")[0] if section in ("name", "logs_dir") else ".".join(key.split(".")[:2]))
+            instead = INSTEAD.get(section if section in ("name", "logs_dir") else ".".join(key.split(".")[:2]))
             unused.append(f"--{key}" + (f" (use {instead})" if instead in own and f"--{key}" != instead else ""))
     if unused:
         raise ConfigError(f"{prog} does not use {', '.join(unused)}: "

@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 # programs of other projects that the README shows (not ours to check)
 EXTERNAL = {"tensorboard", "export", "torchrun", "srun", "sbatch", "pip", "git", "cd"}
 # what a training command line is shortened by: the tiny synthetic data, one epoch of two steps
-SHORT_FIT = ["--data.synthetic_scale", "tiny", "--data.batch_size", "8", "--data.num_workers", "0",
-             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar", "false"]
-SHORT_EVALUATION = ["--data.synthetic_scale", "tiny", "--data.num_workers", "0", "--trainer.enable_progress_bar", "false"]
+SHORT_EVALUATION = ["--data.synthetic_scale", "tiny", "--data.num_workers", "0", "--trainer.enable_progress_bar",
+                    "false"]
+SHORT_FIT = [*SHORT_EVALUATION, "--data.batch_size", "8", "--trainer.max_epochs", "1",
+             "--trainer.limit_train_batches", "2"]
 # the README's example file names, made in the clone (a checkpoint, the photos of "your own images")
 EXAMPLE_CHECKPOINTS = ("last.ckpt", "best.ckpt", "other.ckpt")
 
@@ -68,7 +69,8 @@ def make_recipe(target: str, makefile: Path = REPO / "Makefile") -> list[list[st
     text = makefile.read_text()
     match = re.search(rf"^{re.escape(target)}:.*\n((?:\t.*\n?)*)", text, re.M)
     assert match, f"the README runs `make {target}` but the Makefile has no {target!r} target"
-    return [shlex.split(line.strip().replace("$(PY)", "python")) for line in match.group(1).splitlines() if line.strip()]
+    lines = [line.strip() for line in match.group(1).splitlines() if line.strip()]
+    return [shlex.split(line.replace("$(PY)", "python")) for line in lines]
 
 
 def flags(words: list[str]) -> dict[str, Optional[str]]:
@@ -250,7 +252,8 @@ def check_tool(words: list[str], clone: Path, parse: Callable, run: Callable, sh
     assert_flags_take_effect(args, config)
     if needs_more_than_a_clone(args, clone):
         return
-    positional = [w for i, w in enumerate(args) if not w.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))]
+    positional = [w for i, w in enumerate(args)
+                  if not w.startswith("--") and (i == 0 or not args[i - 1].startswith("--"))]
     if any(not existing(p, clone) for p in positional):
         return  # e.g. plot_metrics of another recipe's run folder
     synthetic = ["--data.synthetic_scale", "tiny"] if flags(args).get("data.synthetic") == "true" else []
