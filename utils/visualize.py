@@ -186,7 +186,8 @@ def recall_curves_figure(curves: dict[str, dict[str, dict[int, float]]], titles:
     n = len(curves)
     models = list(dict.fromkeys(m for per_model in curves.values() for m in per_model))
     legend_rows = -(-len(models) // 3)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.6, 3.4 + 0.25 * legend_rows), squeeze=False)
+    height = 3.4 + 0.22 * legend_rows  # inches: the panels, then a legend row of 0.22 inch per 3 models
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.6, height), squeeze=False)
     colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
     for ax, (benchmark, per_model) in zip(axes[0], curves.items()):
         ks = sorted({k for recalls in per_model.values() for k in recalls})
@@ -203,7 +204,7 @@ def recall_curves_figure(curves: dict[str, dict[str, dict[int, float]]], titles:
         ax.grid(True, alpha=0.3)
     handles = [plt.Line2D([], [], color=colours[m], marker="o", markersize=3.5) for m in models]
     fig.legend(handles, models, loc="lower center", ncol=min(len(models), 3), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.12 * legend_rows / (1 + 0.1 * legend_rows), 1, 1))
+    fig.tight_layout(rect=(0, (0.05 + 0.22 * legend_rows) / height, 1, 1))
     return fig
 
 
