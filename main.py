@@ -21,6 +21,7 @@ the signal's number (143, 138): ``utils/preemption.py``.
 ``from main import VPRModel, load_weights, load_model`` gives the model class and the loaders.
 """
 import logging
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Optional, Sequence
 
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from dataloaders.datamodule import VPRDataModule
@@ -37,6 +39,7 @@ from models.loading import architecture_of, public_settings, read_checkpoint_fil
 from models.network import build_network
 from utils.cli import run_command
 from utils.errors import CheckpointError, ConfigError
+from utils.files import holds_files
 from dataloaders.unreadable import SkippedImages
 from utils.divergence import StopOnNonFiniteLoss
 from utils.preemption import Preemption, without_ckpt_path
@@ -145,7 +148,14 @@ class VPRCLI(LightningCLI):
         command = ["python", "main.py", *without_ckpt_path(self._args)]
         kwargs["callbacks"] = [RunFolder(folder), last, StopOnNonFiniteLoss(), StepSeeds(), SkippedImages(), *callbacks,
                                Preemption(last, command)]
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError) as err:
+            # the Trainer refuses its settings (a strategy, devices, precision ...): one line, and no folder left
+            if folder is not None and folder.is_dir() and not holds_files(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"trainer settings: {first}") from err
 
     def _run_subcommand(self, subcommand: str) -> None:
         super()._run_subcommand(subcommand)

@@ -163,6 +163,9 @@ def test_failed_starts_of_every_command_leave_no_folder(synthetic, tmp_path):
         main(tiny_cli_args(synthetic, tmp_path) + ["--trainer.limit_val_batches", "2"])
     with pytest.raises(ConfigError, match=r"--trainer.limit_test_batches 0.5"):
         main(["test", *tiny_cli_args(synthetic, tmp_path), "--trainer.limit_test_batches", "0.5"])
+    # any setting the Trainer itself refuses, once the run folder was reserved for it
+    with pytest.raises(ConfigError, match=r"trainer settings: You selected an invalid strategy name: `strategy='nons"):
+        main(tiny_cli_args(synthetic, tmp_path) + ["--trainer.strategy", "nonsense"])
     assert versions(tmp_path) == []
 
 
