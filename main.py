@@ -56,7 +56,8 @@ SUBCOMMANDS = ("fit", "validate", "test")
 DESCRIPTION = (f"Train (fit, the default), validate or test a place recognition model. Without --config the settings "
                f"are the demo's ({DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)} over configs/base.yaml); flags "
                f"override them (the defaults listed below are configs/base.yaml's, the paper's recipe). Other "
-               f"commands: python main.py validate|test --ckpt_path <checkpoint> ... (their --help lists the same settings).")
+               f"commands: python main.py validate|test --ckpt_path <checkpoint> ... (their --help lists the same "
+               f"settings).")
 # Lightning's own messages that are noise for this project's users: advertising tips, and a deprecation inside
 # Lightning's pytree helper (lightning/pytorch/utilities/_pytree.py on torch >= 2.10) that users cannot act on
 QUIET_LOG_PREFIXES = ("\N{ELECTRIC LIGHT BULB} Tip:",)
