@@ -53,7 +53,8 @@ from jsonargparse.typing import PositiveInt
 
 from dataloaders.eval import BENCHMARKS, FOLDER_PREFIX, SUITES, build_eval_set, expand_benchmarks, is_eval_set
 from dataloaders.roots import roots_of
-from models.commands import architecture_settings, checkpoints_of, command_parser
+from models.commands import TRAINING_DATA, architecture_settings, checkpoints_of, command_parser
+from models.commands import refuse_unused_flags, resolve_faiss_gpu
 from models.descriptor_cache import network_identity, usable_cache_dir
 from models.evaluation import (DESCRIPTOR_DTYPES, benchmark_title, evaluate_benchmark, load_for_evaluation, model_labels,
                                write_results)
@@ -87,7 +88,11 @@ def parse_args(argv: Optional[Sequence[str]] = None):
                              "positive) under predictions/<model>/<benchmark>.npz")
     parser.add_argument("--synthetic_titles", type=Optional[bool], default=None,
                         help="say 'synthetic' in titles (default: when data.synthetic)")
-    return parser.parse_args(argv)
+    cfg = parser.parse_args(argv)
+    # a flag this command accepts takes effect: training-only ones are refused; --model.faiss_gpu is --faiss_gpu
+    refuse_unused_flags(parser, argv, "python eval.py", TRAINING_DATA, aliases=("model.faiss_gpu",))
+    resolve_faiss_gpu(cfg, argv)
+    return cfg
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

@@ -1,13 +1,17 @@
 """Train and evaluate visual place recognition models with Lightning.
 
-``python main.py`` trains the embedded synthetic demo (configs/synthetic_demo.yaml).
+``python main.py`` trains the embedded synthetic demo (configs/synthetic_demo.yaml); flags without a
+``--config`` change the demo (``python main.py --trainer.max_epochs 1``).
 ``python main.py --config configs/mixvpr_resnet50_4096.yaml --data.gsv_root ... --data.pitts_root ...``
 trains a published recipe; ``python main.py --help`` lists every setting. Subcommands: fit (default),
 validate (the validation sets) and test (the recipe's test sets, ``data.test_sets``). Every recipe is
 ``configs/base.yaml`` (the paper's recipe) overlaid by the given config.
 
-Every run writes into a new folder ``<logs_dir>/<name>/version_<n>/`` (CSV and TensorBoard logs,
-config.yaml, checkpoints/): no command deletes or rewrites what an earlier run wrote. A resumed run
+Every training run writes into a new folder ``<logs_dir>/<name>/version_<n>/`` (CSV and TensorBoard logs,
+config.yaml, checkpoints/), every validate or test run into ``<logs_dir>/<name>/validate/version_<n>/`` or
+``.../test/version_<n>/`` (test: also recalls.md); each command ends by printing its folder and the files
+it wrote. Checkpoint names count epochs from 1 and give recall in percent, as the tables do
+(``epoch04-pitts30k_val_R1=85.83.ckpt``). No command deletes or rewrites what an earlier run wrote. A resumed run
 (``--ckpt_path``) is a new version too; its config.yaml records the checkpoint it resumed from. It continues
 the checkpoint's own settings and training data, or stops with one line that says what differs (check_resume).
 A run that the cluster stops (SIGTERM; SIGUSR1 too, unless Lightning's SLURM auto-requeue takes it) finishes
@@ -16,12 +20,16 @@ the signal's number (143, 138): ``utils/preemption.py``.
 
 ``from main import VPRModel, load_weights, load_model`` gives the model class and the loaders.
 """
+import logging
+import shutil
 import sys
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from dataloaders.datamodule import VPRDataModule
@@ -32,18 +40,29 @@ from models.loading import architecture_of, public_settings, read_checkpoint_fil
 from models.network import build_network
 from utils.cli import run_command
 from utils.errors import CheckpointError, ConfigError
+from utils.files import holds_files
 from dataloaders.unreadable import SkippedImages
 from utils.divergence import StopOnNonFiniteLoss
 from utils.preemption import Preemption, without_ckpt_path
 from utils.recipes import BASE_RECIPE, CONFIG_DIR
-from utils.run_folder import RunFolder, last_checkpoint
+from utils.recall import check_faiss_gpu
+from utils.run_folder import RunCheckpoint, RunFolder, last_checkpoint, run_summary
 from utils.safe_config import use_safe_config
 from utils.seeding import StepSeeds
 
-__all__ = ["VPRModel", "VPRNet", "VPRDataModule", "VPRCLI", "load_weights", "load_model", "main"]
+__all__ = ["VPRModel", "VPRNet", "VPRDataModule", "VPRCLI", "load_weights", "load_model", "main", "settings"]
 
 DEFAULT_CONFIG = CONFIG_DIR / "synthetic_demo.yaml"
 SUBCOMMANDS = ("fit", "validate", "test")
+DESCRIPTION = (f"Train (fit, the default), validate or test a place recognition model. Without --config the settings "
+               f"are the demo's ({DEFAULT_CONFIG.relative_to(CONFIG_DIR.parent)} over configs/base.yaml); flags "
+               f"override them (the defaults listed below are configs/base.yaml's, the paper's recipe). Other "
+               f"commands: python main.py validate|test --ckpt_path <checkpoint> ... (their --help lists the same "
+               f"settings).")
+# Lightning's own messages that are noise for this project's users: advertising tips, and a deprecation inside
+# Lightning's pytree helper (lightning/pytorch/utilities/_pytree.py on torch >= 2.10) that users cannot act on
+QUIET_LOG_PREFIXES = ("\N{ELECTRIC LIGHT BULB} Tip:",)
+QUIET_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
 
 
 class VPRCLI(LightningCLI):
@@ -51,12 +70,17 @@ class VPRCLI(LightningCLI):
     best-R@1 and last checkpoints, a new run folder per command, checks of ``--ckpt_path``, and a checkpoint
     with a non-zero exit status when the cluster stops the run (SIGTERM, SIGUSR1: ``utils.preemption``)."""
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test (Lightning's predict has no use here: ``eval.py`` and ``retrieve.py`` embed)."""
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--name", type=Optional[str], default=None,
                             help="run name: runs go to <logs_dir>/<name>/version_<n> (default: the config's file name)")
         parser.add_argument("--logs_dir", type=str, default="LOGS", help="folder of all runs")
         parser.link_arguments("data.image_size", "model.image_size")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": None,  # None: R@1 of the first validation set
             "checkpoint.mode": "max",
@@ -88,14 +112,22 @@ class VPRCLI(LightningCLI):
             # validate/test: the model prints each set's recall table once; Lightning's results table would
             # repeat every set's recall in each dataloader's column
             config.verbose = False
+        check_accelerator(config.trainer)
+        check_whole_evaluation(config.trainer)
+        if config.model.faiss_gpu:
+            check_faiss_gpu("--model.faiss_gpu true")
         if config.checkpoint.monitor is None:
             config.checkpoint.monitor = f"{eval_set_name(config.data.val_sets[0])}/R1"
         if config.checkpoint.filename is None:
+            # RunCheckpoint counts {epoch} from 1 and gives recall in percent
             metric = config.checkpoint.monitor
-            config.checkpoint.filename = f"epoch{{epoch:02d}}-{metric.replace('/', '_')}={{{metric}:.4f}}"
+            config.checkpoint.filename = f"epoch{{epoch:02d}}-{metric.replace('/', '_')}={{{metric}:.2f}}"
         if config.trainer.logger in (None, True):
             configs = [str(c) for c in (config.get("config") or []) if Path(str(c)).resolve() != BASE_RECIPE.resolve()]
             name = config.name or (Path(configs[-1]).stem if configs else "vpr")
+            if self.subcommand in ("validate", "test"):
+                # evaluations of a checkpoint apart from the training runs: <name>/validate/version_<n>
+                name = f"{name}/{self.subcommand}"
             config.trainer.logger = [{"class_path": f"lightning.pytorch.loggers.{cls}",
                                       "init_args": {"save_dir": config.logs_dir, "name": name}}
                                      for cls in ("CSVLogger", "TensorBoardLogger")]
@@ -118,7 +150,21 @@ class VPRCLI(LightningCLI):
         command = ["python", "main.py", *without_ckpt_path(self._args)]
         kwargs["callbacks"] = [RunFolder(folder), last, StopOnNonFiniteLoss(), StepSeeds(), SkippedImages(), *callbacks,
                                Preemption(last, command)]
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError) as err:
+            # the Trainer refuses its settings (a strategy, devices, precision ...): one line, and no folder left
+            if folder is not None and folder.is_dir() and not holds_files(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"trainer settings: {first}") from err
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        super()._run_subcommand(subcommand)
+        if self.trainer.is_global_zero:
+            summary = run_summary(self.trainer)
+            if summary:
+                print(summary)
 
     def parse_arguments(self, parser, args) -> None:
         # what was given explicitly on the command line (not from configs or defaults): checked against a checkpoint
@@ -128,6 +174,36 @@ class VPRCLI(LightningCLI):
         # this command line: a preempted run prints it to resume
         self._args = [str(a) for a in args] if isinstance(args, (list, tuple)) else sys.argv[1:]
         super().parse_arguments(parser, args)
+
+
+def check_accelerator(trainer) -> None:
+    """ConfigError, before anything is read or written, when the settings ask for a GPU that torch does not see
+    (the paper's recipe, configs/base.yaml, trains on one GPU)."""
+    accelerator = trainer.get("accelerator")
+    if not isinstance(accelerator, str) or accelerator.lower() not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    precision = str(trainer.get("precision"))
+    also = (f" --trainer.precision 32-true (the recipe's {precision} would run as bf16-mixed, emulated and slow on "
+            f"CPUs without bf16 instructions)" if precision in ("16", "16-mixed", "16-true") else "")
+    raise ConfigError(f"the settings ask for a GPU (trainer.accelerator {accelerator}) but torch sees none on this "
+                      f"machine: add --trainer.accelerator cpu{also} to run on the CPU")
+
+
+def check_whole_evaluation(trainer) -> None:
+    """ConfigError for a validation or test over part of its sets (``limit_val_batches`` / ``limit_test_batches``
+    other than the whole set, or 0 for no validation): recall@K is a property of the whole database and every
+    query, and a part of them cannot be scored."""
+    for key in ("limit_val_batches", "limit_test_batches"):
+        value = trainer.get(key)
+        whole = value is None or (isinstance(value, float) and value == 1.0)
+        if whole or (key == "limit_val_batches" and value == 0 and not isinstance(value, bool)):
+            continue
+        shown = f"{value:g}" if isinstance(value, float) else value
+        raise ConfigError(
+            f"--trainer.{key} {shown}: recall@K needs every database image and query of a set (a part of the "
+            f"database gives another recall, a part of the queries cannot be scored): leave it unset; to validate "
+            f"less often use --trainer.check_val_every_n_epoch N, to skip validation --trainer.limit_val_batches 0, "
+            f"for smaller sets give others with --data.val_sets")
 
 
 # settings that only change how a model is evaluated: given ones apply when validating or testing a checkpoint
@@ -262,37 +338,89 @@ def recorded_eval_size(ckpt_path, config, given: Sequence[str], checkpoint: Opti
     return size
 
 
-def main(args: Optional[Sequence[str]] = None) -> VPRCLI:
-    """Run the command line; no arguments trains the synthetic demo, no subcommand means ``fit``."""
-    from_argv = args is None
-    args = list(sys.argv[1:] if args is None else args)
-    if not args:
-        args = ["--config", str(DEFAULT_CONFIG)]
-    if args[0] not in SUBCOMMANDS and args[0] not in ("-h", "--help"):
+def command_line(args: Sequence[str]) -> list[str]:
+    """The command line main.py runs for ``args``: no subcommand means ``fit`` (``--help`` too: fit's settings),
+    and no ``--config`` the demo recipe (``DEFAULT_CONFIG``), which the flags then change. Anything else in
+    the subcommand's place is a ConfigError."""
+    args = [str(a) for a in args]
+    if not args or args[0].startswith("-"):
         args = ["fit", *args]
+    if args[0] not in SUBCOMMANDS:
+        raise ConfigError(f"unknown command {args[0]!r}: main.py runs fit (the default: python main.py <flags>), "
+                          f"validate or test (python main.py validate --ckpt_path <checkpoint> ...); to embed or "
+                          f"search images use eval.py or retrieve.py")
+    if not any(a in ("-c", "--config") or a.startswith("--config=") for a in args[1:]):
+        args = [args[0], "--config", str(DEFAULT_CONFIG), *args[1:]]
+    return args
+
+
+class _QuietLightning(logging.Filter):
+    """Drops Lightning's advertising tips (``QUIET_LOG_PREFIXES``) from its info messages."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(QUIET_LOG_PREFIXES)
+
+
+def main(args: Optional[Sequence[str]] = None, cli_class: Optional[type] = None) -> VPRCLI:
+    """Run the command line (``command_line``): no arguments trains the synthetic demo, no subcommand means
+    ``fit``. ``cli_class``: VPRCLI or a subclass (``settings`` uses one that only parses)."""
+    from_argv = args is None
+    args = command_line(sys.argv[1:] if args is None else args)
     if from_argv:
         # processes that DDP starts re-run this command line: give them the completed one
         sys.argv[1:] = args
     use_safe_config()  # configs parsed with size and alias limits, class_path imports from allowed modules only
+    quiet = _QuietLightning()
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    lightning_log.addFilter(quiet)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
         # a resumed run writes into a new folder on purpose (the old one stays as it was)
         warnings.filterwarnings("ignore", message="The dirpath has changed from .* won't be reloaded")
-        return VPRCLI(
-            VPRModel, VPRDataModule,
-            seed_everything_default=0,
-            # exit_on_error=False: a setting that does not parse is printed as one line (utils.cli.run_command)
-            parser_kwargs={"exit_on_error": False,
-                           **{c: {"default_config_files": [str(BASE_RECIPE)], "exit_on_error": False} for c in SUBCOMMANDS}},
-            trainer_defaults={
-                "logger": True,
-                "callbacks": [LearningRateMonitor(logging_interval="step")],
-                "plugins": [{"class_path": "utils.checkpoint_io.AtomicCheckpointIO"}],
-                "num_sanity_val_steps": 0,
-            },
-            auto_configure_optimizers=False,
-            args=args,
-        )
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        try:
+            return (cli_class or VPRCLI)(
+                VPRModel, VPRDataModule,
+                seed_everything_default=0,
+                # exit_on_error=False: a setting that does not parse is printed as one line (utils.cli.run_command)
+                parser_kwargs={"exit_on_error": False,
+                               **{c: {"default_config_files": [str(BASE_RECIPE)], "exit_on_error": False,
+                                      **({"description": DESCRIPTION} if c == "fit" else {})} for c in SUBCOMMANDS}},
+                trainer_defaults={
+                    "logger": True,
+                    "callbacks": [LearningRateMonitor(logging_interval="step")],
+                    "plugins": [{"class_path": "utils.checkpoint_io.AtomicCheckpointIO"}],
+                    "num_sanity_val_steps": 0,
+                },
+                auto_configure_optimizers=False,
+                args=args,
+            )
+        finally:
+            lightning_log.removeFilter(quiet)
+
+
+class _SettingsOnly(VPRCLI):
+    """VPRCLI that parses the command line and stops: no checkpoint is read, nothing is built or run."""
+
+    def _parse_ckpt_path(self) -> None:
+        pass
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def settings(args: Sequence[str]):
+    """The settings ``python main.py <args>`` would run with (a jsonargparse Namespace: ``.subcommand`` and
+    ``[subcommand]``), parsed and checked by type without reading data or checkpoints: what
+    ``--print_config`` shows."""
+    return main(list(args), cli_class=_SettingsOnly).config
 
 
 if __name__ == "__main__":

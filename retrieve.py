@@ -23,7 +23,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from jsonargparse.typing import PositiveInt
 
-from models.commands import architecture_settings, checkpoints_of, command_parser
+from models.commands import BENCHMARK_DATA, TRAINING_DATA, architecture_settings, checkpoints_of, command_parser
+from models.commands import refuse_unused_flags, resolve_faiss_gpu
 from models.descriptor_cache import network_identity, usable_cache_dir
 from models.evaluation import load_for_evaluation, model_labels
 from models.inference import cached_embed_paths, image_paths, search
@@ -43,7 +44,12 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     parser.add_argument("--top_k", type=PositiveInt, default=5, help="matches per query")
     parser.add_argument("--out_dir", type=str, default="LOGS/retrieve", help="results go to <out_dir>/version_<n>")
     parser.add_argument("--visualize", type=int, default=0, help="pictures of the first N queries and their matches (-1: all)")
-    return parser.parse_args(argv)
+    cfg = parser.parse_args(argv)
+    # a flag this command accepts takes effect: training-only and benchmark ones are refused
+    refuse_unused_flags(parser, argv, "python retrieve.py", TRAINING_DATA + BENCHMARK_DATA,
+                        aliases=("model.faiss_gpu",))
+    resolve_faiss_gpu(cfg, argv)
+    return cfg
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:

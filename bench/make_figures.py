@@ -87,10 +87,10 @@ def main(argv=None) -> list[Path]:
     args = parser.parse_args(argv)
     run = args.run or newest_run(REPO / "LOGS" / "synthetic_demo")
     last = run / "checkpoints" / "last.ckpt"
-    # the earliest epoch checkpoint kept (ModelCheckpoint keeps the best few), named epoch<NN>...
+    # the earliest epoch checkpoint kept (ModelCheckpoint keeps the best few), named epoch<NN>... (NN from 1)
     epochs = sorted((run / "checkpoints").glob("epoch*.ckpt"), key=lambda p: int(p.name[5:7]))[:1]
     stages = [untrained_checkpoint(last, args.out_dir / "untrained.ckpt"), *epochs, last]
-    names = ["untrained", *[f"after epoch {int(p.name[5:7]) + 1}" for p in epochs], "final"]
+    names = ["untrained", *[f"after epoch {int(p.name[5:7])}" for p in epochs], "final"]
     evaluate(stages, names, args.synthetic_dir, args.out_dir)
     args.image_dir.mkdir(parents=True, exist_ok=True)
     curves = args.image_dir / "recall_curves.png"

@@ -3,15 +3,20 @@
 Both take a training recipe (``--config configs/x.yaml``, read over configs/base.yaml as in training)
 and the same ``--model.*`` and ``--data.*`` settings as ``main.py``; the model settings give the
 architecture of bare state_dicts (the authors' releases), whose files carry none. Settings of the
-training command that evaluating does not use (trainer, checkpointing) are accepted and ignored, so
-that any recipe can be given.
+training command that evaluating does not use (trainer, checkpointing, the optimiser ...) are accepted in a
+``--config`` recipe and ignored there, so that any recipe can be given; given as flags on the command line
+they are refused (``refuse_unused_flags``): a flag a command accepts takes effect.
 """
-from typing import Literal, Optional, Union
+import sys
+from typing import Literal, Optional, Sequence, Union
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 from jsonargparse.typing import PositiveInt
 
 from dataloaders.datamodule import VPRDataModule
+from dataloaders.eval import root_settings
+from utils.errors import ConfigError
+from utils.recall import check_faiss_gpu
 from utils.recipes import BASE_RECIPE
 from utils.safe_config import use_safe_config
 
@@ -20,6 +25,19 @@ from .network import ARCHITECTURE_ARGS
 from .vpr_model import VPRModel
 
 Precision = Literal[tuple(PRECISIONS)]
+
+# data settings of training alone: the evaluation commands embed with their own --batch_size, --num_workers
+TRAINING_DATA = ("gsv_root", "cities", "batch_size", "img_per_place", "min_img_per_place", "shuffle_all",
+                 "rand_augment_ops", "num_workers", "decode_on", "val_sets", "eval_batch_size", "check_images")
+# data settings of the benchmarks (their roots, sets and positives): eval.py's, not retrieve's or export's
+# (every benchmark root of the registry, so a new benchmark's root is covered without a list to extend)
+BENCHMARK_DATA = ("test_sets", *sorted(set(root_settings()) - {"gsv_root"}), "pos_radius", "check_counts",
+                  "synthetic", "synthetic_dir", "synthetic_scale", "seed")
+# the flag of these commands that does what a refused training flag would do
+INSTEAD = {"data.batch_size": "--batch_size", "data.eval_batch_size": "--batch_size",
+           "data.num_workers": "--num_workers", "data.val_sets": "--benchmarks", "model.recall_k": "--k", "trainer.precision": "--precision",
+           "trainer.accelerator": "--device", "trainer.devices": "--device", "logs_dir": "--out_dir",
+           "model.faiss_gpu": "--faiss_gpu", "name": "--names"}
 
 
 def recipe_parser(prog: str, description: str) -> ArgumentParser:
@@ -72,3 +90,46 @@ def architecture_settings(cfg) -> dict:
 def checkpoints_of(cfg) -> list[str]:
     """``--checkpoint`` as a list."""
     return [cfg.checkpoint] if isinstance(cfg.checkpoint, str) else list(cfg.checkpoint)
+
+
+def given_flags(argv: Optional[Sequence[str]]) -> list[str]:
+    """The settings given as flags in ``argv`` (None: ``sys.argv[1:]``), as dotted keys without dashes:
+    ``--model.lr=0.1`` -> ``model.lr``."""
+    argv = sys.argv[1:] if argv is None else argv
+    return [a[2:].split("=", 1)[0] for a in map(str, argv) if a.startswith("--") and len(a) > 2]
+
+
+def refuse_unused_flags(parser: ArgumentParser, argv: Optional[Sequence[str]], prog: str,
+                        unused_data: Sequence[str], aliases: Sequence[str] = ()) -> None:
+    """ConfigError for a flag given on the command line that ``prog`` accepts (it parses any training
+    recipe) but does not use: ``--trainer.*``, ``--seed_everything``, ``--name``, ``--logs_dir``, a
+    ``--model.*`` setting other than the architecture of bare state_dicts, and the ``--data.*`` settings in
+    ``unused_data``. ``aliases``: flags the command maps onto its own (``--model.faiss_gpu``: ``--faiss_gpu``).
+    The message names the command's own flag for the same thing where there is one."""
+    own = {a for action in parser._actions for a in action.option_strings}
+    unused = []
+    for key in given_flags(argv):
+        section, _, setting = key.partition(".")
+        if key in aliases:
+            continue
+        if (section in ("trainer", "seed_everything", "name", "logs_dir")
+                or (section == "model" and setting and setting.split(".")[0] not in ARCHITECTURE_ARGS)
+                or (section == "data" and setting.split(".")[0] in unused_data)):
+            instead = INSTEAD.get(section if section in ("name", "logs_dir") else ".".join(key.split(".")[:2]))
+            unused.append(f"--{key}" + (f" (use {instead})" if instead in own and f"--{key}" != instead else ""))
+    if unused:
+        raise ConfigError(f"{prog} does not use {', '.join(unused)}: "
+                          f"{'it is a setting' if len(unused) == 1 else 'they are settings'} of training (main.py), "
+                          f"accepted in a --config recipe but with no effect here; drop "
+                          f"{'it' if len(unused) == 1 else 'them'} ({prog} --help lists what this command uses)")
+
+
+def resolve_faiss_gpu(cfg, argv: Optional[Sequence[str]]) -> None:
+    """``--model.faiss_gpu`` (training's name for it) given on the command line sets the command's own
+    ``--faiss_gpu``; either, when true, is checked now (``check_faiss_gpu``: a ConfigError naming the flag
+    given, before anything is read or written)."""
+    flag = "--faiss_gpu"
+    if "model.faiss_gpu" in given_flags(argv) and cfg.model.faiss_gpu:
+        cfg.faiss_gpu, flag = True, "--model.faiss_gpu"
+    if cfg.faiss_gpu:
+        check_faiss_gpu(f"{flag} true")

@@ -301,6 +301,9 @@ def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_val
             shown[b] = f"{title} (synthetic)" if "(synthetic)" in titles.get(b, "") else title
         marks = {b: f"[{i}]" for i, b in enumerate(benchmarks, 1)}
         table_k = suite.ks
+    named = [f"{label} = {r['checkpoint']}" for label, r in results.items() if r.get("checkpoint") not in (None, label)]
+    if named:
+        notes.append("Models: " + "; ".join(named) + ".")
     notes += protocol_lines({b: protocol["benchmarks"][b] for b in benchmarks}, shown, marks)
     for b in benchmarks:
         for label, r in results.items():

@@ -31,7 +31,8 @@ from utils.cli import run_command
 from utils.errors import ConfigError
 from utils.files import atomic_path, remove_orphan_temporaries
 
-from .commands import architecture_settings, checkpoints_of, recipe_parser
+from .commands import BENCHMARK_DATA, TRAINING_DATA, architecture_settings, checkpoints_of, recipe_parser
+from .commands import refuse_unused_flags
 from .evaluation import load_for_evaluation
 from .inference import evaluation_preprocessing
 
@@ -222,9 +223,8 @@ def export(net: nn.Module, output: str | Path, format: str, image_size: Sequence
         return verify_export(net, tmp, image_size, batch_sizes, tolerance, format)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line: export a checkpoint, verify the export, print the difference. Returns the exit status
-    (1: the export is not faithful; nothing was written)."""
+def parse_args(argv: Optional[Sequence[str]] = None):
+    """The settings of ``python -m models.export``."""
     parser = recipe_parser("python -m models.export", __doc__.split("\n")[0])
     parser.add_argument("--format", type=Literal[FORMATS], required=True, help="onnx, torch_export (.pt2) or torchscript")
     parser.add_argument("--output", type=str, required=True, help="file to write (.onnx, .pt2 or .pt)")
@@ -233,6 +233,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--dynamic_batch", type=bool, default=False, help="free batch axis (verified at 2 and 5)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest accepted descriptor difference")
     cfg = parser.parse_args(argv)
+    # a flag this command accepts takes effect: training, benchmark and image-reading flags are refused
+    refuse_unused_flags(parser, argv, "python -m models.export", TRAINING_DATA + BENCHMARK_DATA + ("skip_unreadable",))
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: export a checkpoint, verify the export, print the difference. Returns the exit status
+    (1: the export is not faithful; nothing was written)."""
+    cfg = parse_args(argv)
     checkpoints = checkpoints_of(cfg)
     if len(checkpoints) != 1:
         raise ConfigError(f"--checkpoint: export takes one checkpoint, got {len(checkpoints)}")

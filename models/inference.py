@@ -176,6 +176,9 @@ def cached_embed_paths(model, paths: Sequence[str], cache_dir: Optional[str | Pa
     path = cache_file(cache_dir, label, key)
     cached = load_cached(path, key, model.descriptor_dim)
     if cached is not None and (skip_unreadable or len(cached[1]) == 0):
+        # a run that embeds nothing is fast: say why, and where from
+        print(f"{label}: descriptors of {len(paths)} image(s) from the cache {path} (same network, images, "
+              f"preprocessing and precision; --cache false embeds again)")
         return cached[0], cached[1], True
     descriptors, unreadable = embed()
     save_cached(path, key, descriptors, unreadable, label)

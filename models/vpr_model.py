@@ -29,6 +29,8 @@ from .network import build_network
 # the model prepares its batches on purpose (VPRDataModule defines no transfer hook): not worth a warning
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer` in `LightningModule` but have passed")
 
+# logged with every validation of a fit (and the untrained baseline, 0): the epochs trained before it
+EPOCHS_TRAINED = "epochs_trained"
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 LR_SCHEDULES = ("step", "linear")
 
@@ -412,7 +414,7 @@ class VPRModel(L.LightningModule):
             return
         if not isinstance(dataloaders, (list, tuple)):
             dataloaders = [dataloaders]
-        tested, protocols = {}, {}
+        tested, protocols, baseline = {}, {}, {}
         for i, loader in enumerate(dataloaders):
             dataset = loader.dataset
             parts = outputs.get(i, [])
@@ -433,7 +435,7 @@ class VPRModel(L.LightningModule):
             recalls = self.evaluate_descriptors(descriptors, dataset, unreadable)
             name = dataset.name
             if before_training:
-                self.print("\n" + format_recall_table(recalls, f"{name} before training") + "\n")
+                self._report_start(name, recalls, baseline)
                 continue
             self.eval_recalls[name] = recalls
             if self.hparams.keep_eval_descriptors:
@@ -442,17 +444,45 @@ class VPRModel(L.LightningModule):
                 if k in recalls:
                     # every process holds the same recall: no reduction, logged once (not per dataloader)
                     self.log(f"{name}/R{k}", recalls[k], add_dataloader_idx=False, rank_zero_only=False)
+            if self.trainer.state.fn == "fit":
+                # the x axis of the recall curves (utils.plot_metrics): 0 is the untrained baseline
+                self.log(EPOCHS_TRAINED, float(self.current_epoch + 1), add_dataloader_idx=False, rank_zero_only=False)
             title = f"{name} after epoch {self.current_epoch + 1}" if self.trainer.state.fn == "fit" else name
             self.print("\n" + format_recall_table(recalls, title) + "\n")
             tested[name] = recalls
             protocols[name] = dataset.without(unreadable).protocol if len(unreadable) else dataset.protocol
+        if baseline:
+            # one row of metrics.csv for every set, at step 0 (Lightning keeps no logs of a sanity check)
+            for logger in self.trainer.loggers:
+                logger.log_metrics({**baseline, EPOCHS_TRAINED: 0.0}, step=self.trainer.global_step)
         if self.trainer.state.fn == "test" and tested:
             self._report_test(tested, protocols)
+
+    def _report_start(self, name: str, recalls: dict[int, float], baseline: dict[str, float]) -> None:
+        """The recall of the validation before the first training step (the full sanity check), printed. A new
+        run's is the untrained baseline: added to ``baseline``, which is written to the loggers (metrics.csv,
+        TensorBoard) with ``epochs_trained`` 0 so that the curves start from it. A resumed run's is the
+        checkpoint's recall, already in the run it came from: printed only, and said to be the checkpoint's."""
+        if self.trainer.ckpt_path:
+            title = f"{name} when resuming from {self.trainer.ckpt_path} (step {self.trainer.global_step})"
+        else:
+            title = f"{name} before training"
+            baseline.update({f"{name}/R{k}": recalls[k] for k in (1, 5, 10) if k in recalls})
+        self.print("\n" + format_recall_table(recalls, title) + "\n")
+
+    def evaluated_model(self) -> str:
+        """What a validate or test run evaluated, as tables name it: the checkpoint, else the weights of
+        ``init_from``, else an untrained model."""
+        if self.trainer.ckpt_path:
+            return str(self.trainer.ckpt_path)
+        if self.hparams.init_from:
+            return f"{self.hparams.init_from} (init_from)"
+        return f"untrained {self.hparams.backbone_arch} + {self.hparams.agg_arch} (random init)"
 
     def _report_test(self, recalls: dict[str, dict[int, float]], protocols: dict[str, dict]) -> None:
         """The paper-style table of a test run (R@1/5/10 per test set) with each set's protocol (positives,
         counts: ``EvalDataset.protocol`` of what was evaluated), printed and written to its folder."""
-        results = {"this model": {"descriptor_dim": self.descriptor_dim, "benchmarks": {
+        results = {self.evaluated_model(): {"descriptor_dim": self.descriptor_dim, "benchmarks": {
             name: {"recall": {str(k): v for k, v in r.items()}} for name, r in recalls.items()}}}
         datamodule = getattr(self.trainer, "datamodule", None)
         synthetic = bool(getattr(datamodule, "hparams", {}).get("synthetic", False))

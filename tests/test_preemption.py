@@ -159,7 +159,7 @@ def test_sigterm_during_validate_exits_143_and_leaves_no_run_folder(synthetic, t
     assert stopped.value.code == 128 + signal.SIGTERM
     line = preempted_line(capsys.readouterr().err)
     assert "SIGTERM" in line and "nothing to save" in line
-    assert not list((tmp_path / "synthetic_demo").glob("version_*"))
+    assert not list((tmp_path / "synthetic_demo").rglob("version_*"))  # validate runs: synthetic_demo/validate/
 
 
 def test_two_processes_stop_at_the_same_step_when_one_is_signalled(synthetic, tmp_path, straight):

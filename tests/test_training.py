@@ -57,7 +57,7 @@ def test_fit_validates_checkpoints_and_resumes_into_a_new_run_folder(synthetic, 
     # the curves of the resumed run continue the history of the first
     history = read_history(second)
     assert sorted(history["epoch"].dropna().astype(int).unique()) == [0, 1, 2]
-    assert history["pitts30k_val/R1"].notna().sum() == 3
+    assert history["pitts30k_val/R1"].notna().sum() == 4  # the untrained baseline, then after epochs 1, 2 and 3
     picture = plot_metrics_main([str(second)])
     assert picture == second / "curves.png" and picture.stat().st_size > 10_000
 
@@ -67,7 +67,7 @@ def test_last_checkpoint_is_the_latest_epoch_when_the_monitored_recall_plateaus(
         "--checkpoint.monitor", "constant", "--checkpoint.save_top_k", "1", "--checkpoint.filename", "best-{epoch}",
         "--trainer.callbacks", '[{"class_path": "tiny_cli.ConstantMetric"}]'])
     folder = Path(cli.trainer.checkpoint_callback.dirpath)
-    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["best-0.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["best-1.ckpt", "last.ckpt"]  # epochs count from 1
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
@@ -171,12 +171,13 @@ def test_validate_and_test_write_their_own_run_folders(synthetic, tmp_path, two_
     # the paper-style table, printed and written into the test run's folder
     header = "| Model | Dim | Pitts30k-test R@1 | R@5 | R@10 | MSLS-val R@1 | R@5 | R@10 |"
     assert header in printed
-    assert (tmp_path / "synthetic_demo" / "version_1" / "recalls.md").read_text().splitlines()[0] == header
+    assert (tmp_path / "synthetic_demo" / "test" / "version_0" / "recalls.md").read_text().splitlines()[0] == header
     assert files_of(run) == before
-    folders = sorted(p.name for p in (tmp_path / "synthetic_demo").glob("version_*"))
-    assert folders == ["version_0", "version_1"]
+    # each in its own folder, apart from the training runs of the name
+    folders = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("version_*"))
+    assert folders == ["synthetic_demo/test/version_0", "synthetic_demo/validate/version_0"]
     for folder in folders:
-        assert (tmp_path / "synthetic_demo" / folder / "metrics.csv").is_file()
+        assert (tmp_path / folder / "metrics.csv").is_file()
 
 
 def test_training_lowers_the_loss(synthetic):

@@ -18,6 +18,18 @@ def check_k(k_values: Sequence[int], setting: str) -> list[int]:
     return [int(k) for k in k_values]
 
 
+def check_faiss_gpu(setting: str = "faiss_gpu=True") -> None:
+    """ConfigError unless faiss can search on a GPU (a faiss-gpu build that sees one); ``setting`` names the
+    flag in the message. Commands call it before they write anything."""
+    import faiss
+
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        return
+    build = "sees no GPU" if hasattr(faiss, "StandardGpuResources") else "is a CPU-only build (faiss-cpu)"
+    raise ConfigError(f"{setting}: this faiss {build}, so it cannot search on a GPU; drop the flag (exact search on "
+                      f"the CPU gives the same recall) or install faiss-gpu on a machine with a GPU")
+
+
 def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bool = False,
                    return_distances: bool = False):
     """Indices (num_queries, k) of the k nearest references of each query by exact L2 search.
@@ -32,9 +44,7 @@ def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bo
     q_list = np.ascontiguousarray(q_list, dtype=np.float32)
     index = faiss.IndexFlatL2(r_list.shape[1])
     if faiss_gpu:
-        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
-            raise RuntimeError("faiss_gpu=True but this faiss has no GPU support or sees no GPU; "
-                               "install faiss-gpu, or pass faiss_gpu=False")
+        check_faiss_gpu()
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(r_list)
     distances, predictions = index.search(q_list, k)

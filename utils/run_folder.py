@@ -5,9 +5,11 @@ Each run (fit, validate, test, resumed or not) logs into a new ``<logs_dir>/<nam
 CSV and TensorBoard logs, config.yaml, checkpoints/. The number is reserved by creating the folder
 (exclusive ``mkdir`` on the first process) after the data were opened and checked, just before the
 Trainer is made; a run that fails before it trained a step of its own (fresh or resumed) removes the
-folder it reserved, so failed starts leave nothing behind.
+folder it reserved, so failed starts leave nothing behind. Checkpoint names read as the recall tables do
+(``RunCheckpoint``), and a finished command says where its files are (``run_summary``).
 """
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -23,6 +25,25 @@ LAST = "last"
 VERSION_ENV = "VPR_RUN_VERSION"
 # what a run folder holds before the run has produced anything
 SETUP_FILES = {"config.yaml", "hparams.yaml", "checkpoints", "metrics.csv"}
+# a recall@K metric as the model logs it: <set>/R<k>, a fraction
+RECALL_METRIC = re.compile(r".+/R\d+")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint with file names that read as the recall tables do: ``{epoch}`` counts epochs
+    from 1 (the checkpoint written after the first epoch is ``epoch01``, "after epoch 1" in the tables) and
+    recall@K metrics (``<set>/R<k>``, logged as fractions) are written in percent
+    (``epoch04-pitts30k_val_R1=85.83.ckpt``). Only the names change: the monitored values stay fractions."""
+
+    def format_checkpoint_name(self, metrics: dict, filename: Optional[str] = None, ver: Optional[int] = None,
+                               prefix: Optional[str] = None) -> str:
+        shown = dict(metrics)
+        if "epoch" in shown:
+            shown["epoch"] = shown["epoch"] + 1
+        for key, value in metrics.items():
+            if RECALL_METRIC.fullmatch(key):
+                shown[key] = value * 100
+        return super().format_checkpoint_name(shown, filename, ver, prefix)
 
 
 class RunFolder(Callback):
@@ -84,3 +105,45 @@ def last_checkpoint() -> ModelCheckpoint:
     ``save_last`` writes it only when a top-k checkpoint is written, so it lags once R@1 plateaus)."""
     return ModelCheckpoint(filename=LAST, monitor=None, save_top_k=1, every_n_epochs=1, save_on_train_epoch_end=True,
                            enable_version_counter=False)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it lies under it (as the README writes LOGS/...), else absolute."""
+    path = Path(path).absolute()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def run_summary(trainer: Trainer) -> Optional[str]:
+    """What a finished fit, validate or test wrote, for the end of its output: the run folder, then the best and
+    last checkpoints, the recall table (recalls.md), the metrics and the settings, each only when it exists.
+    None when the run has no folder (no logger)."""
+    folder = next((c.folder for c in trainer.callbacks if isinstance(c, RunFolder)), None)
+    if folder is None or not Path(folder).is_dir():
+        return None
+    folder = Path(folder)
+    lines = [f"Run folder: {_shown(folder)}/"]
+    for callback in trainer.checkpoint_callbacks:
+        best = getattr(callback, "best_model_path", "")
+        if callback.monitor is None or not best or not Path(best).is_file():
+            continue
+        score = callback.best_model_score
+        value = float(score) * (100 if RECALL_METRIC.fullmatch(callback.monitor) else 1) if score is not None else None
+        unit = " %" if RECALL_METRIC.fullmatch(callback.monitor) else ""
+        lines.append(f"  best checkpoint: {_shown(Path(best))}"
+                     + (f" ({callback.monitor} {value:.2f}{unit})" if value is not None else ""))
+    last = folder / "checkpoints" / f"{LAST}.ckpt"
+    if last.is_file():
+        lines.append(f"  last checkpoint: {_shown(last)} (after epoch {trainer.current_epoch})")
+    if (folder / "recalls.md").is_file():
+        lines.append(f"  recall table: {_shown(folder / 'recalls.md')}")
+    if (folder / "metrics.csv").is_file():
+        curves = (f"; curves: python -m utils.plot_metrics {_shown(folder)}" if trainer.state.fn == "fit" else "")
+        tensorboard = ", TensorBoard events" if any(folder.glob("events.out.tfevents.*")) else ""
+        lines.append(f"  metrics: {_shown(folder / 'metrics.csv')}{tensorboard}{curves}")
+    for name, what in (("skipped_images.txt", "images left out"), ("config.yaml", "settings")):
+        if (folder / name).is_file():
+            lines.append(f"  {what}: {_shown(folder / name)}")
+    return "\n".join(lines)

@@ -41,11 +41,24 @@ def _fit(text: str, draw: ImageDraw.ImageDraw, font, width: int) -> str:
     return "..." + text
 
 
+def image_name(path: str | Path, utm: Optional[Sequence[float]] = None) -> str:
+    """What identifies an image in a caption: its coordinates when its file name is the folder format's
+    (``@<east>@<north>@<zone>@...@.jpg``, mostly empty fields: ``E 585012 N 4477270 17T``), else its file name."""
+    name = Path(path).name
+    if utm is None or not name.startswith("@"):
+        return name
+    fields = name.split("@")
+    zone = "".join(fields[3:5]) if len(fields) > 4 else ""
+    return f"E {utm[0]:.0f} N {utm[1]:.0f}" + (f" {zone}" if zone else "")
+
+
 def retrieval_figure(query_path: str | Path, predicted_paths: Sequence[str | Path],
                      correct: Optional[Sequence[bool]] = None, captions: Optional[Sequence[str]] = None,
-                     query_caption: str = "query", tile: Sequence[int] = TILE) -> Image.Image:
+                     query_caption: str = "query", tile: Sequence[int] = TILE,
+                     names: Optional[Sequence[str]] = None) -> Image.Image:
     """One row: the query, then its predictions in rank order, each in a frame (green: a positive,
-    red: not, grey: ``correct`` None) with a two-line caption (``captions[j]``, then the file name)."""
+    red: not, grey: ``correct`` None) with a two-line caption (``captions[j]``, then ``names[j]``: what
+    identifies the image, by default its file name; ``names[0]`` is the query's)."""
     from .images import load_image
 
     width, height = tile
@@ -57,11 +70,13 @@ def retrieval_figure(query_path: str | Path, predicted_paths: Sequence[str | Pat
     colours = [QUERY] + [UNKNOWN if correct is None else (GREEN if c else RED) for c in
                          (correct if correct is not None else [None] * (n - 1))]
     texts = [query_caption] + list(captions or [f"#{j + 1}" for j in range(n - 1)])
-    for position, (path, colour, text) in enumerate(zip([query_path, *predicted_paths], colours, texts)):
+    paths = [query_path, *predicted_paths]
+    names = list(names) if names is not None else [Path(p).name for p in paths]
+    for position, (path, colour, text, name) in enumerate(zip(paths, colours, texts, names)):
         x, y = tile_origin(position, tile)
         draw.rectangle([x, y, x + cell_w - 1, y + cell_h - 1], fill=colour)
         canvas.paste(load_image(path).resize((width, height), Image.BILINEAR), (x + BORDER, y + BORDER))
-        for line, content in enumerate((text, Path(path).name)):
+        for line, content in enumerate((text, name)):
             draw.text((x + 1, cell_h + 2 + line * LINE_HEIGHT), _fit(content, draw, font, cell_w - 2),
                       fill=(0, 0, 0), font=font)
     return canvas
@@ -136,11 +151,61 @@ def save_retrievals(dataset, predictions: np.ndarray, distances: np.ndarray, out
             paths.append(db[p])
             correct.append(True)
             captions.append(caption + _metres(dataset, i, p))
+        utm = getattr(dataset, "utm", None)
+        shown_db = [int(j) for j in predictions[i][valid]] + ([int(positives[0])] if len(paths) > valid.sum() else [])
+        names = [image_name(queries[i], None if utm is None else utm[dataset.num_references + i])]
+        names += [image_name(db[j], None if utm is None else utm[j]) for j in shown_db]
         figure = retrieval_figure(queries[i], paths, correct, captions,
-                                  query_caption=f"query {i} ({len(positives)} pos.)")
+                                  query_caption=f"query {i} ({len(positives)} pos.)", names=names)
         pictures.append(out_dir / f"q{i:05d}.jpg")
         figure.save(pictures[-1], quality=92)
     return csv_path, pictures
+
+
+# labelled K ticks on the log axis are at least this far apart (log10): 15 and 20 (0.12) would touch
+MIN_TICK_GAP = 0.15
+
+
+def labelled_ticks(ks: Sequence[int], min_gap: float = MIN_TICK_GAP) -> list[int]:
+    """The K values that get a tick label on a log axis: from the largest down, each at least ``min_gap``
+    decades from the last one labelled (1, 5, 10, 15, 20, 50, 100 -> 1, 5, 10, 20, 50, 100)."""
+    kept: list[int] = []
+    for k in sorted(set(ks), reverse=True):
+        if not kept or np.log10(kept[-1] / k) >= min_gap:
+            kept.append(k)
+    return kept[::-1]
+
+
+def recall_curves_figure(curves: dict[str, dict[str, dict[int, float]]], titles: Optional[dict[str, str]] = None):
+    """The matplotlib figure of ``plot_recall_curves``: one panel per benchmark, one line per model, the
+    legend under the panels (never over a curve or a tick), tick labels at ``labelled_ticks``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(curves)
+    models = list(dict.fromkeys(m for per_model in curves.values() for m in per_model))
+    legend_rows = -(-len(models) // 3)
+    height = 3.4 + 0.22 * legend_rows  # inches: the panels, then a legend row of 0.22 inch per 3 models
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.6, height), squeeze=False)
+    colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    for ax, (benchmark, per_model) in zip(axes[0], curves.items()):
+        ks = sorted({k for recalls in per_model.values() for k in recalls})
+        for model, recalls in per_model.items():
+            k = sorted(recalls)
+            ax.plot(k, [100 * recalls[i] for i in k], marker="o", markersize=3.5, label=model, color=colours[model])
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) if k in labelled_ticks(ks) else "" for k in ks])
+        ax.minorticks_off()
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("K")
+        ax.set_ylabel("Recall@K (%)")
+        ax.set_title((titles or {}).get(benchmark, benchmark))
+        ax.grid(True, alpha=0.3)
+    handles = [plt.Line2D([], [], color=colours[m], marker="o", markersize=3.5) for m in models]
+    fig.legend(handles, models, loc="lower center", ncol=min(len(models), 3), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, (0.05 + 0.22 * legend_rows) / height, 1, 1))
+    return fig
 
 
 def plot_recall_curves(curves: dict[str, dict[str, dict[int, float]]], path: str | Path,
@@ -149,29 +214,11 @@ def plot_recall_curves(curves: dict[str, dict[str, dict[int, float]]], path: str
 
     ``curves[benchmark][model] = {k: fraction}``; ``titles`` maps benchmark names to panel titles.
     """
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = len(curves)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.6, 3.6), squeeze=False)
-    for ax, (benchmark, models) in zip(axes[0], curves.items()):
-        ks = sorted({k for recalls in models.values() for k in recalls})
-        for model, recalls in models.items():
-            k = sorted(recalls)
-            ax.plot(k, [100 * recalls[i] for i in k], marker="o", markersize=3.5, label=model)
-        ax.set_xscale("log")
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.minorticks_off()
-        ax.set_ylim(0, 100)
-        ax.set_xlabel("K")
-        ax.set_ylabel("Recall@K (%)")
-        ax.set_title((titles or {}).get(benchmark, benchmark))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig = recall_curves_figure(curves, titles)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
