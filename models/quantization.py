@@ -212,11 +212,13 @@ class OnnxNet(nn.Module):
         self.path = str(path)
         self.preprocessing = preprocessing
         self.descriptor_dim = int(descriptor_dim)
+        # a float16 export takes float16 images
+        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
     def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) normalised float images -> (B, D) descriptors."""
-        out = self.session.run(None, {"images": images.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(out)
+        """(B, 3, H, W) normalised float images -> (B, D) float32 descriptors."""
+        images = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=self.input_dtype)
+        return torch.from_numpy(self.session.run(None, {"images": images})[0].astype(np.float32))
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) images -> normalised float images (the file's mean/std)."""
