@@ -201,7 +201,7 @@ def _produce_int8(net: nn.Module, path: Path, image_size: Sequence[int], dynamic
 
     from . import quantization as q
 
-    q.check_quantisable(net)
+    scheme = q.check_quantisable(net)
     if calibration is None:
         raise ValueError("int8 export needs calibration images (quantization.draw_calibration)")
     record = evaluation_preprocessing(net, image_size)
@@ -209,7 +209,7 @@ def _produce_int8(net: nn.Module, path: Path, image_size: Sequence[int], dynamic
         float_path = Path(folder) / "float32.onnx"
         export_onnx(net, float_path, image_size, dynamic_batch=True)
         difference = verify_export(net, float_path, image_size, (2, 5), tolerance, "onnx")
-        q.quantize_onnx(float_path, path, calibration.images, record)
+        q.quantize_onnx(float_path, path, calibration.images, record, scheme)
         reference = q.OnnxNet(float_path, record, net.descriptor_dim)
         verification = q.verify_int8(reference, q.OnnxNet(path, record, net.descriptor_dim), calibration,
                                      benchmarks or {}, q.DEFAULT_MAX_RECALL_DROP if max_recall_drop is None
@@ -218,9 +218,8 @@ def _produce_int8(net: nn.Module, path: Path, image_size: Sequence[int], dynamic
     model = onnx.load(str(path))
     stated = {"precision": "int8",
               "quantization": {"toolchain": f"onnxruntime.quantization.quantize_static {onnxruntime.__version__}",
-                               "format": "QDQ", "weights": "int8, symmetric, per output channel",
-                               "activations": "uint8, per tensor, ranges calibrated",
-                               "calibration": calibration.record(), "verification": verification}}
+                               "scheme": scheme, **q.SCHEMES[scheme],
+                               "calibration": calibration.record(scheme), "verification": verification}}
     props = {p.key: p for p in model.metadata_props}
     for key, value in stated.items():
         entry = props[key] if key in props else model.metadata_props.add()

@@ -128,13 +128,29 @@ def test_int8_needs_the_onnx_format(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("agg", ["BoQ", "SALAD"])
-def test_vit_families_are_refused_with_the_reason_before_any_data_is_read(agg, tiny_dinov2, tmp_path):
+def test_dinov2_families_are_quantised_dynamically_without_calibration(agg, tiny_dinov2, synthetic, tmp_path):
     from tiny_cli import tiny_vit
 
-    _, ckpt = tiny_checkpoint(tmp_path, **tiny_vit(agg))
+    net, ckpt = tiny_checkpoint(tmp_path, **tiny_vit(agg))
     output = tmp_path / "m.onnx"
-    with pytest.raises(ConfigError, match=r"DINOv2 \+ \w+ is not quantised: DINOv2 backbone: .*export it in float"):
-        # no data roots and no synthetic data: the refusal comes first
-        main(["--checkpoint", str(ckpt), "--format", "onnx", "--quantize", "int8", "--output", str(output),
-              "--data.synthetic", "false"])
-    assert not output.exists()
+    assert main(["--checkpoint", str(ckpt), "--format", "onnx", "--quantize", "int8", "--output", str(output),
+                 *data_flags(synthetic), "--benchmarks", "[msls_val]", "--max_recall_drop", "100"]) == 0
+    quantization = read_preprocessing(output)["quantization"]
+    assert quantization["scheme"] == "dynamic" and quantization["calibration"]["count"] == 0
+    assert quantization["calibration"]["held_out_count"] == 8
+    ops = {node.op_type for node in onnx.load(str(output)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    images = torch.randn(3, 3, *net.image_size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert descriptor_agreement(net(images).numpy(), run_export(output, images))["mean_cosine"] > 0.95
+
+
+def test_swin_v2_is_refused_with_the_reason_and_nothing_is_written(tmp_path):
+    from models.export import export_verified
+    from models.network import build_network
+
+    net = build_network("swinv2_base_window12to16_192to256_22kft1k", agg_arch="GeM", image_size=(256, 256))
+    output = tmp_path / "m.onnx"
+    with pytest.raises(ConfigError, match=r"SwinV2 \+ GeMPool is not quantised: .*ran out of memory.*export it in float"):
+        export_verified(net, output, "onnx_int8", (256, 256))
+    assert list(tmp_path.iterdir()) == []
