@@ -45,3 +45,25 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     rows = table_rows(out)
     assert (tmp_path / "gpu_check.md").is_file() and len(rows) >= 4
     assert all(float(row[1].replace(",", "")) > 0 for row in rows[:4])  # images/s of the three training runs and eval
+
+
+def test_deployment_benchmark_prints_float_and_int8_rows(synthetic, tmp_path):
+    import torch
+
+    from models import VPRModel
+
+    torch.manual_seed(0)
+    model = VPRModel(backbone_arch="resnet18", layers_to_crop=[4], agg_arch="MixVPR", image_size=(32, 32),
+                     agg_config={"out_channels": 16, "mix_depth": 1, "out_rows": 2}).eval()
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
+    out = run_bench("bench/deployment.py", "--checkpoints", f"tiny={ckpt}", "--synthetic-dir",
+                    str(synthetic["pitts"].parents[1]), "--scale", "tiny", "--timing-size", "32", "32", "--reps", "1",
+                    "--batch", "2", "--threads", "1", "--calibration-images", "8", "--held-out-images", "4",
+                    "--out", str(tmp_path / "deployment.md"))
+    rows = table_rows(out)
+    assert [row[:2] for row in rows] == [["tiny", "float32"], ["tiny", "float16"], ["tiny", "int8"]]
+    sizes = {row[1]: float(row[2]) for row in rows}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]  # int8 weights: about a quarter of float32's bytes
+    assert [row[4] for row in rows] == ["128", "64", "128"]  # descriptor bytes: 32-d float32, float16, float32
+    assert (tmp_path / "deployment.md").read_text().startswith("| model | precision |")
