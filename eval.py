@@ -42,9 +42,10 @@ from jsonargparse.typing import PositiveInt
 
 from dataloaders.eval import FOLDER_PREFIX, build_eval_set, is_eval_set
 from dataloaders.roots import data_roots
-from models.commands import architecture_settings, checkpoints_of, command_parser
+from models.commands import architecture_settings, checkpoints_of, command_parser, searcher_of
 from models.descriptor_cache import network_identity, usable_cache_dir
-from models.evaluation import benchmark_title, evaluate_benchmark, load_for_evaluation, model_labels, write_results
+from models.evaluation import (benchmark_title, evaluate_benchmark, learned_whitening, load_for_evaluation, model_labels,
+                               write_results)
 from utils.allocator import keep_freed_memory
 from utils.cli import run_command
 from utils.errors import ConfigError
@@ -101,6 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cache_dir = usable_cache_dir(cfg.cache_dir or out_root / "descriptors") if cfg.cache else None
     k_values = sorted(set(cfg.k))
     arch = architecture_settings(cfg)
+    searcher = searcher_of(cfg)
     with reserved_version(out_root) as out_dir:
         results = {}
         for path, label in zip(checkpoints, labels):
@@ -115,12 +117,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         "batch_size": cfg.batch_size, "device": cfg.device, "num_workers": cfg.num_workers,
                         "progress": cfg.progress, "k": k_values, "faiss_gpu": cfg.faiss_gpu,
                         "visualize": cfg.visualize, "failures_only": cfg.failures_only, "top_k": cfg.top_k,
-                        "name": f"{label} ({path})"}
+                        "name": f"{label} ({path})", "search": searcher, "cache_dtype": cfg.cache_dtype}
+            searcher.check(searcher.whitening_dim or net.descriptor_dim)  # before anything is embedded
             identity = network_identity(net) if cache_dir is not None else None
+            settings["whitening"] = learned_whitening(net, identity, searcher, settings, cache_dir)
             for name, dataset in datasets.items():
                 results[label]["benchmarks"][name] = evaluate_benchmark(net, identity, dataset, label, settings,
                                                                         out_dir, cache_dir)
-        protocol = {"k": k_values, "precision": cfg.precision, "synthetic": bool(synthetic),
+        protocol = {"k": k_values, "precision": cfg.precision, "synthetic": bool(synthetic), "search": searcher.record(),
                     "benchmarks": {name: dataset.protocol for name, dataset in datasets.items()}}
         files = write_results(results, list(datasets), out_dir, k_values, protocol, titles)
     print(files["md"].read_text())
