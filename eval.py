@@ -17,7 +17,9 @@ protocol) or ``folder:<root>`` for any set in the generic folder format, positiv
 ``--data.pos_radius`` metres.
 
 The evaluation is the one used in training: the same EvalDataset classes, the evaluation transform,
-and faiss exact search for recall@K. Each run writes into a new ``<out_dir>/version_<n>/``:
+and faiss exact search for recall@K (``--search.memory_budget 4GB``: shard by shard, the same result;
+``--search.index IVF4096,PQ64`` or any faiss index_factory string, ``--search.params nprobe=32``: approximate,
+and the tables say so; ``--search.whitening <training images>``: PCA whitening learned on them first). Each run writes into a new ``<out_dir>/version_<n>/``:
 ``recalls.csv``, ``recalls.json``, ``recalls.md`` (one row per model, one column per benchmark),
 ``recall_curves.png`` and ``recall_<benchmark>.png``, and with ``--visualize`` ``retrievals/<model>/
 <benchmark>/`` (pictures and a CSV record); recalls.md and recalls.json state each benchmark's positives

@@ -45,3 +45,15 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     rows = table_rows(out)
     assert (tmp_path / "gpu_check.md").is_file() and len(rows) >= 4
     assert all(float(row[1].replace(",", "")) > 0 for row in rows[:4])  # images/s of the three training runs and eval
+
+
+def test_search_scale_benchmark_measures_each_index_against_exact_search(tmp_path):
+    out = run_bench("bench/search_scale.py", "indexes", "--n", "2000", "--d", "32", "--work", str(tmp_path),
+                    "--indexes", "Flat", "HNSW8", "--params", "", "efSearch=32", "--budget", "64MB")
+    rows = table_rows(out)
+    assert [row[1] for row in rows] == ["Flat", "HNSW8"]
+    assert rows[0][7] == "100.0 / 100.0 / 100.0"  # exact search finds the exact neighbours
+    out = run_bench("bench/search_scale.py", "exact", "--n", "2000", "--d", "32", "--work", str(tmp_path),
+                    "--budget", "2MB")
+    [row] = table_rows(out)
+    assert row[1] == "2MB" and int(row[2]) > 1  # shards

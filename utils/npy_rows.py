@@ -76,10 +76,10 @@ class NpyRows:
         state["_fd"] = None
         return state
 
-    def _read_span(self, start: int, stop: int) -> np.ndarray:
-        """File rows [start, stop) as an array of the stored dtype."""
+    def _read_span(self, start: int, stop: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """File rows [start, stop) as an array of the stored dtype (into ``out`` when given)."""
         row_bytes = self._dim * self.dtype.itemsize
-        out = np.empty((stop - start, self._dim), dtype=self.dtype)
+        out = np.empty((stop - start, self._dim), dtype=self.dtype) if out is None else out
         view, done, want = memoryview(out).cast("B"), 0, (stop - start) * row_bytes
         while done < want:
             got = os.preadv(self._file(), [view[done:]], self._offset + start * row_bytes + done)
@@ -89,15 +89,20 @@ class NpyRows:
         return out
 
     def _read_file_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The file rows ``rows`` (any order), read as runs of consecutive rows."""
-        if not len(rows):
-            return np.empty((0, self._dim), dtype=self.dtype)
-        order = np.argsort(rows, kind="stable")
-        ordered = rows[order]
-        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
-        parts = [self._read_span(int(run[0]), int(run[-1]) + 1) for run in np.split(ordered, breaks)]
+        """The file rows ``rows`` (any order), each run of consecutive rows read straight into the result
+        (no copy of the block: memory is the block's)."""
         out = np.empty((len(rows), self._dim), dtype=self.dtype)
-        out[order] = np.concatenate(parts)
+        if not len(rows):
+            return out
+        ascending = bool(np.all(np.diff(rows) > 0))
+        order = np.arange(len(rows)) if ascending else np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        breaks = np.r_[0, np.flatnonzero(np.diff(ordered) != 1) + 1, len(rows)]
+        for a, b in zip(breaks[:-1], breaks[1:]):
+            if ascending:
+                self._read_span(int(ordered[a]), int(ordered[b - 1]) + 1, out[a:b])
+            else:
+                out[order[a:b]] = self._read_span(int(ordered[a]), int(ordered[b - 1]) + 1)
         return out
 
     def read(self, start: int, stop: int) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .files import human_size
-from .npy_rows import read_rows, row_blocks
+from .npy_rows import read_rows
 
 EXACT = "Flat"
 # binary index family of faiss (index_binary_factory): codes are the signs of the centred descriptor's components
@@ -350,10 +350,12 @@ class ExactIndex(SearchIndex):
             return knn(q, self.whitening.apply(block) if self.whitening is not None else block)
         heap = faiss.ResultHeap(len(q), k)
         self.stats["shards"] = 0
-        for start, block in row_blocks(self.database, rows):
+        for start in range(0, n, rows):
+            block = read_rows(self.database, start, start + rows)
             if self.whitening is not None:
                 block = self.whitening.apply(block)
             distances, indices = knn(q, block)
+            del block  # before the next shard is read: one shard in memory at a time
             heap.add_result(distances, np.where(indices >= 0, indices + start, -1))
             self.stats["shards"] += 1
         heap.finalize()
@@ -419,8 +421,8 @@ class FaissIndex(SearchIndex):
             del sample
         built.stats["seconds_train"] = round(time.perf_counter() - start, 3)
         start = time.perf_counter()
-        for _, rows in row_blocks(database, block):
-            index.add(built._input(rows))
+        for start in range(0, n, block):
+            index.add(built._input(read_rows(database, start, start + block)))  # one block in memory at a time
         built.stats["seconds_add"] = round(time.perf_counter() - start, 3)
         if searcher.faiss_gpu:
             try:
@@ -475,12 +477,6 @@ def _ivf_of(index):
         return faiss.extract_index_ivf(index)
     except (RuntimeError, AttributeError, TypeError):
         return None
-
-
-def exact_search(database, queries: np.ndarray, k: int, memory_budget=None, faiss_gpu: bool = False
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(squared L2 distances, indices), (M, k) each, of exact search: ``Searcher(memory_budget=...).search``."""
-    return Searcher(memory_budget=memory_budget, faiss_gpu=faiss_gpu).search(database, queries, k)
 
 
 def recall_of_neighbours(found: np.ndarray, true: np.ndarray, k_values: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
