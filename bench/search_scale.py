@@ -6,15 +6,16 @@ the true nearest neighbours, and place recall) against exact search, on generate
     python bench/search_scale.py exact --n 1000000 --d 4096 --budget 4GB     # peak memory of an exact evaluation
     python bench/search_scale.py place --checkpoint LOGS/synthetic_demo/version_0/checkpoints/last.ckpt
 
-Descriptors (``generate``) are clusters of places with views, not i.i.d. Gaussian: component variances fall
-off as 1/i (over a random permutation of the axes, so that no PQ sub-vector gets all of it), as the PCA
-spectrum of trained VPR descriptors does. A place's direction is 0.5 of its district's (100 places), 0.75 of
-its street's (10 neighbouring places, which look alike: the confusions of place recognition) and the rest
-its own; it is seen in 4 database views (noise 0.6 of the direction) and each query is a new view of a
-random place (noise 0.95). A place's views are its positives: exact search finds one at rank 1 for about
-70 % of the queries (R@10 about 97 %), so a place recall (R@K) is measured beside the recall of the true
-k nearest neighbours. Rows are drawn block by block from seeded generators, so a set of any size is
-written to disk (float32, or float16 where it would not fit) in bounded memory.
+Descriptors (``generate``) are clusters of places with views, not i.i.d. Gaussian. Component variances fall
+off as i^-1.5 (over a random permutation of the axes, so that no PQ sub-vector gets all of it), as the PCA
+spectrum of trained VPR descriptors does (PCA to 256-d keeps almost all of their recall). A place's direction
+is 0.5 of its district's (100 places), 0.7 of its street's (10 neighbouring places, which look alike: the
+confusions of place recognition) and the rest its own. It is seen in 4 database views, each the direction
+plus noise of norm 0.6 (half along the spectrum: viewpoint and light move the principal components too,
+half isotropic); each query is a new view of a random place (noise 0.85). A place's views are its
+positives: exact search puts one first for about three queries in four (R@10 about 95 %), so a place
+recall (R@K) is measured beside the recall of the true k nearest neighbours. Rows are drawn block by block
+from seeded generators, so a set of any size is written to disk in bounded memory.
 
 Every index is built and searched in its own process (``child``), so the resident memory reported (peak RSS
 of that process less its RSS before building: the index, its training sample, its working memory) is its
@@ -43,18 +44,26 @@ from utils.npy_rows import NpyRows, create_npy, write_rows  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 VIEWS, QUERIES, PLACES_PER_STREET, STREETS_PER_DISTRICT, PLACES_PER_BLOCK = 4, 1000, 10, 10, 2048
 # shares of a place's direction (squared weights sum to 1) and the noise of its views and of the queries
-DISTRICT, STREET, VIEW_NOISE, QUERY_NOISE = 0.5, 0.75, 0.6, 0.95
+DISTRICT, STREET, VIEW_NOISE, QUERY_NOISE, SPECTRAL, DECAY = 0.5, 0.7, 0.6, 0.85, 0.5, 1.5
 
 
 def _spectrum(d: int, seed: int) -> np.ndarray:
-    """Per-axis standard deviations: variance 1/i over a random permutation of the axes, total 1."""
-    s = 1 / np.sqrt(np.arange(1, d + 1))
+    """Per-axis standard deviations: variance i^-DECAY over a random permutation of the axes, total 1."""
+    s = np.arange(1, d + 1) ** (-DECAY / 2)
     s = s[np.random.default_rng([seed, 0]).permutation(d)]
     return (s / np.linalg.norm(s)).astype(np.float32)
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _noise(rng: np.random.Generator, count: int, d: int, spectrum: np.ndarray) -> np.ndarray:
+    """(count, d) unit noise of a view: SPECTRAL of it along the descriptors' spectrum (what changes with
+    viewpoint and light moves the principal components too), the rest isotropic."""
+    shaped = _normalize(rng.standard_normal((count, d), dtype=np.float32) * spectrum)
+    flat = _normalize(rng.standard_normal((count, d), dtype=np.float32))
+    return _normalize(np.sqrt(SPECTRAL) * shaped + np.sqrt(1 - SPECTRAL) * flat)
 
 
 def _direction(seed: int, kind: int, i: int, d: int, spectrum: np.ndarray) -> np.ndarray:
@@ -78,11 +87,12 @@ def generate(folder: Path, n: int, d: int, seed: int = 0, dtype: str = "float32"
     """``folder/descriptors.npy``: n database views (place i // VIEWS) then the queries, as the descriptor cache
     holds a benchmark; ``query_places.npy``: each query's place. Reuses a set generated with the same settings."""
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"n": n, "d": d, "seed": seed, "dtype": dtype, "views": VIEWS, "queries": QUERIES, "version": 2}
+    meta = {"n": n, "d": d, "seed": seed, "dtype": dtype, "views": VIEWS, "queries": QUERIES, "version": 4}
     marker = folder / "generated.json"
     paths = {"all": folder / "descriptors.npy", "places": folder / "query_places.npy"}
     if marker.is_file() and json.loads(marker.read_text()) == meta:
         return paths
+    (folder / "true.npy").unlink(missing_ok=True)  # the exact neighbours of an earlier set
     spectrum = _spectrum(d, seed)
     num_places = -(-n // VIEWS)
     rng = np.random.default_rng([seed, 3])
@@ -92,12 +102,11 @@ def generate(folder: Path, n: int, d: int, seed: int = 0, dtype: str = "float32"
     for first in range(0, num_places, PLACES_PER_BLOCK):
         count = min(PLACES_PER_BLOCK, num_places - first)
         centres = _places(first, count, d, seed, spectrum)
-        noise = np.random.default_rng([seed, 2, first]).standard_normal((count * VIEWS, d), dtype=np.float32)
-        views = _normalize(np.repeat(centres, VIEWS, axis=0) + VIEW_NOISE * _normalize(noise * spectrum))
+        noise = _noise(np.random.default_rng([seed, 2, first]), count * VIEWS, d, spectrum)
+        views = _normalize(np.repeat(centres, VIEWS, axis=0) + VIEW_NOISE * noise)
         write_rows(paths["all"], first * VIEWS, views[: n - first * VIEWS], sync=False)
     centres = np.concatenate([_places(int(p), 1, d, seed, spectrum) for p in places])
-    noise = rng.standard_normal((len(places), d), dtype=np.float32)
-    write_rows(paths["all"], n, _normalize(centres + QUERY_NOISE * _normalize(noise * spectrum)))
+    write_rows(paths["all"], n, _normalize(centres + QUERY_NOISE * _noise(rng, len(places), d, spectrum)))
     np.save(paths["places"], places)
     marker.write_text(json.dumps(meta))
     print(f"generated {n:,} x {d} {dtype} descriptors in {folder} in {time.perf_counter() - start:.0f} s", flush=True)
