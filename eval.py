@@ -25,7 +25,9 @@ the MSLS challenge) gets no recall: its prediction file for the challenge server
 ``msls_challenge_<model>.txt``, is written instead.
 
 The evaluation is the one used in training: the same EvalDataset classes, the evaluation transform,
-and faiss exact search for recall@K. Each run writes into a new ``<out_dir>/version_<n>/``:
+and faiss exact search for recall@K (``--search.memory_budget 4GB``: shard by shard, the same result;
+``--search.index IVF4096,PQ64`` or any faiss index_factory string, ``--search.params nprobe=32``: approximate,
+and the tables say so; ``--search.whitening <training images>``: PCA whitening learned on them first). Each run writes into a new ``<out_dir>/version_<n>/``:
 ``recalls.csv``, ``recalls.json``, ``recalls.md`` (one row per model, one column per benchmark),
 ``recall_curves.png`` and ``recall_<benchmark>.png``, and with ``--visualize`` ``retrievals/<model>/
 <benchmark>/`` (pictures and a CSV record), with ``--save_descriptors float16|float32``
@@ -54,9 +56,10 @@ from jsonargparse.typing import PositiveInt
 from dataloaders.eval import BENCHMARKS, FOLDER_PREFIX, SUITES, build_eval_set, expand_benchmarks, is_eval_set
 from dataloaders.roots import roots_of
 from models.commands import TRAINING_DATA, architecture_settings, checkpoints_of, command_parser
-from models.commands import refuse_unused_flags, resolve_faiss_gpu
+from models.commands import refuse_unused_flags, resolve_faiss_gpu, searcher_of
 from models.descriptor_cache import network_identity, usable_cache_dir
-from models.evaluation import (DESCRIPTOR_DTYPES, benchmark_title, evaluate_benchmark, load_for_evaluation, model_labels,
+from models.evaluation import (DESCRIPTOR_DTYPES, benchmark_title, evaluate_benchmark, learned_whitening,
+                               load_for_evaluation, model_labels,
                                write_results)
 from utils.allocator import keep_freed_memory
 from utils.cli import run_command
@@ -124,6 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     cache_dir = usable_cache_dir(cfg.cache_dir or out_root / "descriptors") if cfg.cache else None
     k_values = sorted(set(cfg.k))
     arch = architecture_settings(cfg)
+    searcher = searcher_of(cfg)
     with reserved_version(out_root) as out_dir:
         results = {}
         for path, label in zip(checkpoints, labels):
@@ -139,12 +143,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                         "progress": cfg.progress, "k": k_values, "faiss_gpu": cfg.faiss_gpu,
                         "visualize": cfg.visualize, "failures_only": cfg.failures_only, "top_k": cfg.top_k,
                         "name": f"{label} ({path})", "save_descriptors": cfg.save_descriptors,
-                        "save_predictions": cfg.save_predictions}
+                        "save_predictions": cfg.save_predictions, "search": searcher, "cache_dtype": cfg.cache_dtype}
+            searcher.check(searcher.whitening_dim or net.descriptor_dim)  # before anything is embedded
             identity = network_identity(net) if cache_dir is not None else None
+            settings["whitening"] = learned_whitening(net, identity, searcher, settings, cache_dir)
             for name, dataset in datasets.items():
                 results[label]["benchmarks"][name] = evaluate_benchmark(net, identity, dataset, label, settings,
                                                                         out_dir, cache_dir)
-        protocol = {"k": k_values, "precision": cfg.precision, "synthetic": bool(synthetic),
+        protocol = {"k": k_values, "precision": cfg.precision, "synthetic": bool(synthetic), "search": searcher.record(),
                     "benchmarks": {name: dataset.protocol for name, dataset in datasets.items()}}
         files = write_results(results, list(datasets), out_dir, k_values, protocol, titles, suite)
     print(files["md"].read_text())

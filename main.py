@@ -207,7 +207,7 @@ def check_whole_evaluation(trainer) -> None:
 
 
 # settings that only change how a model is evaluated: given ones apply when validating or testing a checkpoint
-EVALUATION_ARGS = ("recall_k",)  # what validate/test report: may differ there
+EVALUATION_ARGS = ("recall_k", "search")  # what validate/test report (and how they search): may differ there
 # how the same computation runs (memory layout, recomputation, where faiss searches): may change on any resume
 RUNTIME_ARGS = ("faiss_gpu", "keep_eval_descriptors", "channels_last", "activation_checkpointing")
 # Data settings a resumed fit may change: every other data setting the checkpoint stores is compared, so a

@@ -8,8 +8,8 @@ Per model and precision (float32 and float16: the ONNX export; int8: ``--format 
 Runtime's static quantisation, ``models.quantization``):
 - file size (MB) of the ONNX file at the deployment size ``--timing-size`` (default 320 x 320; MixVPR's
   row projection grows with the map, so the size matters);
-- descriptor bytes per image and database memory for 100k and 1M images, stored as float32 or float16
-  (PQ and binary codes come with the search issue's Searcher: not yet here);
+- descriptor bytes per image and database memory for 100k and 1M images, stored as float32 or float16,
+  and the bytes per image of PQ64 and binary codes (``--search.index IVF...,PQ64`` / ``BFlat``), read from faiss;
 - CPU latency at batch 1 and throughput at batch 32 in ONNX Runtime with 1 and 2 intra-op threads, at
   ``--timing-size`` (random weights of the same architecture: speed does not depend on the weights), the
   best of ``--reps`` runs, with the 1-minute load average at the time of each row (timings taken at a load
@@ -165,6 +165,8 @@ def recall_rows(net, checkpoint: Path, datasets: dict, calibration: q.Calibratio
 
 def cell(key: str, value) -> str:
     """A table cell: cosines with 4 decimals, other figures with 2 (thousands grouped)."""
+    if value is None:
+        return "n/a"
     if not isinstance(value, float):
         return str(value)
     if math.isnan(value):
@@ -178,6 +180,15 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
     lines += ["| " + " | ".join(cell(k, row.get(k, "")) for k in keys) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def compressed_code_bytes(dim: int) -> dict:
+    """Bytes per image of a descriptor of ``dim`` as product-quantisation codes (PQ64, when 64 divides it)
+    and as binary codes, read from the faiss indexes the Searcher builds."""
+    import faiss
+
+    pq = faiss.index_factory(dim, "PQ64").sa_code_size() if dim % 64 == 0 else None
+    return {"PQ64 (B)": pq, "binary (B)": faiss.IndexBinaryFlat(-(-dim // 8) * 8).code_size}
 
 
 def main() -> None:
@@ -217,6 +228,7 @@ def main() -> None:
         start = time.perf_counter()
         net, _, _ = load_for_evaluation(checkpoint, {})
         dim = net.descriptor_dim
+        codes = compressed_code_bytes(dim)
         recalls = {} if args.skip_recall else recall_rows(net, checkpoint, datasets, calibration)
         with tempfile.TemporaryDirectory() as folder:
             deployed = at_size(net, size, checkpoint)
@@ -225,7 +237,7 @@ def main() -> None:
                 stored = 2 if precision == "float16" else 4
                 row = {"model": name, "precision": precision, "file (MB)": files[precision].stat().st_size / 1e6,
                        "dim": dim, "descriptor (B)": stored * dim, "DB 100k (MB)": stored * dim * 1e5 / 1e6,
-                       "DB 1M (GB)": stored * dim * 1e6 / 1e9}
+                       "DB 1M (GB)": stored * dim * 1e6 / 1e9, **codes}
                 if not args.skip_timing:
                     for threads in args.threads:
                         row.update(timings(files[precision], deployed, size, threads, args.reps, args.batch))
@@ -239,7 +251,10 @@ def main() -> None:
                f"GSV-Cities images), best of {args.reps} runs at batch 1 and {max(1, args.reps // 3)} at batch "
                f"{args.batch}; 'load' is the 1-minute load average when the row was timed.",
                f"Descriptor bytes and database memory: descriptors stored as float32 (float32 and int8 models "
-               f"output float32) or float16; PQ and binary codes: not yet (the search issue's Searcher).",
+               f"output float32) or float16. PQ64 and binary: bytes per image of the compressed codes of an "
+               f"`IVF...,PQ64` index and of binary codes (`BFlat`, sign bits of the centred descriptor) as faiss "
+               f"stores them (`--search.index`, README \"Search at city scale\"); an IVF index adds 8 bytes of id "
+               f"per image.",
                f"Recall: R@1 (%) on the synthetic {' and '.join(BENCHMARKS)} of each trained demo model at its training "
                f"size; drop = float32 R@1 - this precision's R@1 (points); cosine: mean cosine to the float32 "
                f"descriptors on {len(calibration.held_out)} held-out synthetic GSV-Cities images. int8 calibrated on "

@@ -4,9 +4,9 @@
     python bench/recall_speed.py --scale 0.25  # a quarter of the database and queries, for a quick look
 
 Given the descriptors, the evaluation computes recall through ``VPRModel.evaluate_descriptors`` ->
-``utils.recall.get_validation_recalls`` (faiss exact search for the largest K, 100, then counting hits).
-This times that whole path and, within the same call, the time spent inside faiss (a flat L2 index:
-creation, add, search), on random L2-normalised descriptors with a ground truth of 5-50 random
+``models.evaluation.evaluation_recalls`` (faiss exact search for the largest K, 100, then counting hits).
+This times that whole path and, within the same call, the time spent inside faiss (``faiss.knn``, the
+exact search of ``utils.search``), on random L2-normalised descriptors with a ground truth of 5-50 random
 positives per query (Pittsburgh has tens per query); the difference is our share. Measuring both in
 one call keeps the share honest on a busy machine; absolute times are only comparable on an idle one.
 """
@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.vpr_model import VPRModel  # noqa: E402
 from utils.recall import DEFAULT_K, recall_at_k  # noqa: E402
+from utils.search import Searcher  # noqa: E402
 
 PITTS250K_TEST = (83_952, 8_280)  # database images, queries
 DIM = 4096
@@ -46,44 +47,43 @@ def random_ground_truth(rng: np.random.Generator, num_queries: int, num_referenc
     return [np.sort(rng.choice(num_references, c, replace=False)) for c in counts]
 
 
-class TimedFlatL2:
-    """faiss.IndexFlatL2 that adds the seconds spent in its own add/search to ``seconds`` and keeps the
-    last predictions; put in place of faiss.IndexFlatL2 while the evaluation runs."""
+class TimedKnn:
+    """faiss.knn (what exact search calls per shard: ``utils.search``) that adds the seconds spent in it to
+    ``seconds`` and keeps the last predictions; put in place of faiss.knn while the evaluation runs."""
 
-    original = faiss.IndexFlatL2
+    original = faiss.knn
     seconds = 0.0
     predictions = None
 
-    def __init__(self, dim: int):
+    @classmethod
+    def knn(cls, xq, xb, k, *args, **kwargs):
         start = time.perf_counter()
-        self.index = self.original(dim)
-        TimedFlatL2.seconds += time.perf_counter() - start
+        distances, cls.predictions = cls.original(xq, xb, k, *args, **kwargs)
+        cls.seconds += time.perf_counter() - start
+        return distances, cls.predictions
 
-    def add(self, x):
-        start = time.perf_counter()
-        self.index.add(x)
-        TimedFlatL2.seconds += time.perf_counter() - start
 
-    def search(self, x, k):
-        start = time.perf_counter()
-        distances, TimedFlatL2.predictions = self.index.search(x, k)
-        TimedFlatL2.seconds += time.perf_counter() - start
-        return distances, TimedFlatL2.predictions
+class RandomSet(SimpleNamespace):
+    """What the evaluation reads of a benchmark: name, counts, ground truth (database first, then queries)."""
+
+    def __len__(self) -> int:
+        return self.num_references + len(self.ground_truth)
 
 
 def timed_evaluation(descriptors: np.ndarray, dataset, k_values) -> tuple[float, float, dict, np.ndarray]:
     """(whole seconds, seconds inside faiss, recalls, predictions) of one evaluation of ``descriptors``,
     through the path eval.py and validation take: VPRModel.evaluate_descriptors."""
-    model = SimpleNamespace(hparams=SimpleNamespace(recall_k=k_values, faiss_gpu=False))
-    TimedFlatL2.seconds = 0.0
-    faiss.IndexFlatL2 = TimedFlatL2
+    model = SimpleNamespace(hparams=SimpleNamespace(recall_k=k_values, faiss_gpu=False),
+                            evaluation_searcher=Searcher)
+    TimedKnn.seconds = 0.0
+    faiss.knn = TimedKnn.knn
     try:
         start = time.perf_counter()
         recalls = VPRModel.evaluate_descriptors(model, descriptors, dataset)
         total = time.perf_counter() - start
     finally:
-        faiss.IndexFlatL2 = TimedFlatL2.original
-    return total, TimedFlatL2.seconds, recalls, TimedFlatL2.predictions
+        faiss.knn = TimedKnn.original
+    return total, TimedKnn.seconds, recalls, TimedKnn.predictions
 
 
 def main(argv=None) -> dict:
@@ -103,11 +103,12 @@ def main(argv=None) -> dict:
     print(f"{num_references} x {num_queries} x {args.dim} descriptors ({descriptors.nbytes / 2**30:.2f} GiB) and "
           f"ground truth ({sum(map(len, gt))} positives) drawn in {time.perf_counter() - start:.1f} s; "
           f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {platform.processor() or platform.machine()}")
-    dataset = SimpleNamespace(name="pitts250k_test (random)", num_references=num_references, ground_truth=gt)
+    dataset = RandomSet(name="pitts250k_test (random)", num_references=num_references, num_queries=num_queries,
+                        ground_truth=gt)
     runs = []
     for _ in range(args.repeats):
         total_s, faiss_s, recalls, predictions = timed_evaluation(descriptors, dataset, k_values)
-        print(f"evaluate_descriptors: {total_s:.2f} s, of which inside faiss (index, add, search): {faiss_s:.2f} s")
+        print(f"evaluate_descriptors: {total_s:.2f} s, of which inside faiss (knn): {faiss_s:.2f} s")
         runs.append((total_s, faiss_s))
     total_s, faiss_s = min(runs)
     # the counting of hits alone, on the predictions of the search

@@ -19,7 +19,9 @@ from utils.errors import ConfigError
 from utils.recall import check_faiss_gpu
 from utils.recipes import BASE_RECIPE
 from utils.safe_config import use_safe_config
+from utils.search import Searcher
 
+from .descriptor_cache import DTYPES
 from .inference import PRECISIONS
 from .network import ARCHITECTURE_ARGS
 from .vpr_model import VPRModel
@@ -73,6 +75,11 @@ def command_parser(prog: str, description: str) -> ArgumentParser:
     run.add_argument("--cache", type=bool, default=True, help="read and write cached descriptors")
     run.add_argument("--cache_dir", type=Optional[str], default=None,
                      help="descriptor cache (default: <out_dir>/descriptors)")
+    run.add_argument("--cache_dtype", type=Literal[DTYPES], default="float32",
+                     help="how cached descriptors are stored: float32, or float16 at half the disk")
+    # how the database is searched (exact by default); --faiss_gpu applies to it
+    parser.add_class_arguments(Searcher, "search", skip={"faiss_gpu"},
+                               help="search of the database: a faiss index_factory string and its settings")
     run.add_argument("--progress", type=bool, default=True, help="progress bars")
     return parser
 
@@ -85,6 +92,12 @@ def architecture_settings(cfg) -> dict:
     if "image_size" not in arch and cfg.data.image_size is not None:
         arch["image_size"] = list(cfg.data.image_size)
     return arch
+
+
+def searcher_of(cfg) -> Searcher:
+    """The ``--search.*`` settings as a Searcher, on the GPU with ``--faiss_gpu``."""
+    search = cfg.search.as_dict() if hasattr(cfg.search, "as_dict") else dict(cfg.search)
+    return Searcher(**search, faiss_gpu=cfg.faiss_gpu)
 
 
 def checkpoints_of(cfg) -> list[str]:

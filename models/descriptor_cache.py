@@ -9,6 +9,12 @@ Files: ``<label>-<16 hex digits of the key>.npy`` and a ``.json`` beside it, wri
 the key, the array's shape, dtype and sha256, the unreadable images and whether the rows are
 L2-normalised. A file is checked against that record before use; anything off is a miss (a note, then
 the images are embedded again), never a result.
+
+Descriptors are written as they are computed, chunk by chunk (``PartialCache``): ``<stem>.partial.npy``
+takes each finished chunk's rows and ``<stem>.chunks/`` one record per chunk (its rows' sha256 and
+unreadable images), so memory holds one chunk whatever the size of the set, and a run that was killed
+resumes from the chunks it finished (each checked against its record). The array is stored as float32,
+or float16 at half the disk (``dtype``, part of the key); it is read back by blocks (``utils.npy_rows``).
 """
 import enum
 import functools
@@ -17,6 +23,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import types
@@ -26,7 +33,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from utils.files import atomic_path, atomic_write_text, remove_orphan_temporaries
+from utils.files import atomic_write_text, remove_orphan_temporaries
+from utils.npy_rows import NpyRows, create_npy, row_blocks, rows_sha256, write_rows
 
 # bump when embedding changes in a way that changes descriptors: older cache files are not reused
 EMBEDDING_VERSION = 4
@@ -35,6 +43,10 @@ EMBEDDING_VERSION = 4
 _MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
 # rows of a normalised descriptor array have this L2 norm within this tolerance (float16 autocast included)
 NORM_TOLERANCE = 1e-2
+# how descriptors may be stored
+DTYPES = ("float32", "float16")
+# images per chunk of a streamed cache entry: what a killed run loses at most, and what memory holds
+CHUNK_IMAGES = 4096
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -134,10 +146,12 @@ def images_fingerprint(paths: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(network: str, paths: Sequence[str], preprocessing: dict, precision: str) -> dict:
+def cache_key(network: str, paths: Sequence[str], preprocessing: dict, precision: str, dtype: str = "float32") -> dict:
     """What a set of descriptors depends on: the network (``network_identity``), the images (paths and
-    content identity), the evaluation preprocessing applied (``Preprocessing.as_dict()``) and the
-    precision (``32`` for full precision, whatever its spelling)."""
+    content identity), the evaluation preprocessing applied (``Preprocessing.as_dict()``), the
+    precision (``32`` for full precision, whatever its spelling) and the stored dtype (float32, float16)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"descriptors are stored as one of {DTYPES}, not {dtype!r}")
     return {
         "version": EMBEDDING_VERSION,
         "network_sha256": network,
@@ -145,28 +159,34 @@ def cache_key(network: str, paths: Sequence[str], preprocessing: dict, precision
         "precision": "32" if precision in ("32", "32-true") else precision,
         "num_images": len(paths),
         "images_sha256": images_fingerprint(paths),
+        "dtype": dtype,
     }
+
+
+def key_digest(key: dict) -> str:
+    """sha256 of a cache key (its JSON, sorted)."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def cache_file(cache_dir: str | Path, label: str, key: dict) -> Path:
     """``<cache_dir>/<label>-<16 hex digits of the key>.npy``: a different key never shares a file."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    digest = key_digest(key)[:16]
     safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_") or "descriptors"
     return Path(cache_dir) / f"{safe}-{digest}.npy"
 
 
-def array_sha256(array: np.ndarray) -> str:
-    """sha256 of an array's bytes (C order)."""
-    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
+def array_sha256(array) -> str:
+    """sha256 of an array's bytes (C order, its dtype), read block by block from an ``NpyRows`` file."""
+    return rows_sha256(array)
 
 
-def row_norms(descriptors: np.ndarray) -> np.ndarray:
-    """(N,) L2 norm of each row, block by block (memory-bounded); a row with a NaN or inf has a non-finite norm."""
+def row_norms(descriptors) -> np.ndarray:
+    """(N,) L2 norm of each row, block by block (memory-bounded; in memory or ``NpyRows``); a row with a NaN
+    or inf has a non-finite norm."""
     out = np.empty(len(descriptors), dtype=np.float64)
-    for start in range(0, len(descriptors), 8192):
-        block = descriptors[start:start + 8192]
+    for start, block in row_blocks(descriptors, 8192):
         with np.errstate(over="ignore", invalid="ignore"):
-            out[start:start + 8192] = np.sqrt(np.einsum("ij,ij->i", block, block))
+            out[start:start + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
     return out
 
 
@@ -184,13 +204,12 @@ def _problem(meta, descriptors, key: dict, dim: int) -> Optional[str]:
     """Why the cached pair (``meta`` from the .json, ``descriptors`` from the .npy) cannot be used, or None."""
     if not isinstance(meta, dict) or meta.get("key") != key:
         return "its record does not match these settings"
-    shape = (key["num_images"], dim)
-    if not isinstance(descriptors, np.ndarray) or descriptors.shape != shape:
-        got = descriptors.shape if isinstance(descriptors, np.ndarray) else type(descriptors).__name__
-        return f"holds an array of shape {got}, expected {shape} ({key['num_images']} images x the model's {dim}-d)"
-    if descriptors.dtype != np.float32:
-        return f"holds {descriptors.dtype} values, expected float32"
-    if [meta.get("shape"), meta.get("dtype")] != [list(shape), "float32"] or meta.get("sha256") != array_sha256(descriptors):
+    shape, dtype = (key["num_images"], dim), key.get("dtype", "float32")
+    if descriptors.shape != shape:
+        return f"holds an array of shape {descriptors.shape}, expected {shape} ({key['num_images']} images x the model's {dim}-d)"
+    if descriptors.dtype != np.dtype(dtype):
+        return f"holds {descriptors.dtype} values, expected {dtype}"
+    if [meta.get("shape"), meta.get("dtype")] != [list(shape), dtype] or meta.get("sha256") != array_sha256(descriptors):
         return "its bytes differ from those recorded beside it (sha256): changed or damaged after writing"
     unreadable = meta.get("unreadable")
     if not isinstance(unreadable, list) or not all(isinstance(i, int) and 0 <= i < shape[0] for i in unreadable):
@@ -207,17 +226,18 @@ def _problem(meta, descriptors, key: dict, dim: int) -> Optional[str]:
     return None
 
 
-def load_cached(path: Path, key: dict, descriptor_dim: int) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """(descriptors, unreadable indices) stored at ``path`` under ``key``, or None when absent, stale or not
-    trustworthy: the array must be (num_images, ``descriptor_dim``) float32 with the recorded sha256, its
-    non-finite rows exactly the recorded unreadable images, and, when recorded as normalised, the other
-    rows of norm 1. A file that exists but fails a check gets a one-line note."""
+def load_cached(path: Path, key: dict, descriptor_dim: int) -> Optional[tuple[NpyRows, np.ndarray]]:
+    """(descriptors on disk, unreadable indices) stored at ``path`` under ``key``, or None when absent, stale
+    or not trustworthy: the array must be (num_images, ``descriptor_dim``) of the key's dtype with the
+    recorded sha256, its non-finite rows exactly the recorded unreadable images, and, when recorded as
+    normalised, the other rows of norm 1 (all checked block by block). A file that exists but fails a
+    check gets a one-line note."""
     meta_path = path.with_suffix(".json")
     if not (path.is_file() and meta_path.is_file()):
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        descriptors = np.load(path, allow_pickle=False)
+        descriptors = NpyRows(path)
         why = _problem(meta, descriptors, key, descriptor_dim)
     except (ValueError, OSError, EOFError, TypeError) as err:
         why = f"unreadable ({type(err).__name__}: {err})"
@@ -227,26 +247,101 @@ def load_cached(path: Path, key: dict, descriptor_dim: int) -> Optional[tuple[np
     return descriptors, np.asarray(meta["unreadable"], dtype=np.int64)
 
 
-def save_cached(path: Path, key: dict, descriptors: np.ndarray, unreadable: np.ndarray, label: str) -> bool:
-    """Write ``descriptors`` then their record beside them (``.json``, written last: it marks the pair
-    complete): key, shape, dtype, sha256, unreadable images, whether the readable rows are L2-normalised.
-    A cache that cannot be written (read-only, full) is a note, not a failure; returns whether it was saved."""
-    remove_orphan_temporaries(path.parent)  # what writers of this host that were killed left in the cache
-    descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
-    readable = np.ones(len(descriptors), dtype=bool)
-    readable[np.asarray(unreadable, dtype=np.int64)] = False
-    meta = {"label": label, "key": key, "shape": list(descriptors.shape), "dtype": "float32",
-            "sha256": array_sha256(descriptors), "unreadable": [int(i) for i in unreadable],
-            "normalized": bool(readable.any()) and norms_are_one(row_norms(descriptors)[readable])}
-    try:
-        with atomic_path(path) as tmp:
-            np.save(tmp, descriptors)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-    except OSError as err:
-        note(f"descriptor cache {path.parent} cannot be written ({type(err).__name__}: {err}); "
-             f"the descriptors are not cached")
-        return False
-    return True
+class PartialCache:
+    """A cache entry written chunk by chunk of ``chunk_size`` images: rows go to ``<stem>.partial.npy`` as
+    each chunk is done, then a record of the chunk (key, rows, sha256 of their bytes, unreadable images) to
+    ``<stem>.chunks/<chunk>.json``. ``prepare`` keeps what a killed writer finished (records that match
+    the key and the bytes) and says which chunks are left; ``finish`` checks the whole array, moves it to
+    ``path`` and writes its record (last). Chunks are disjoint, so several processes can write them."""
+
+    def __init__(self, path: Path, key: dict, dim: int, chunk_size: int = CHUNK_IMAGES):
+        self.path, self.key, self.chunk_size = Path(path), key, int(chunk_size)
+        self.shape, self.dtype = (key["num_images"], int(dim)), np.dtype(key.get("dtype", "float32"))
+        self.partial = self.path.with_name(self.path.stem + ".partial.npy")
+        self.chunks = self.path.with_name(self.path.stem + ".chunks")
+        self.digest = key_digest(key)
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.shape[0] // self.chunk_size)
+
+    def rows(self, chunk: int) -> tuple[int, int]:
+        """[start, stop) of chunk ``chunk``."""
+        return chunk * self.chunk_size, min(self.shape[0], (chunk + 1) * self.chunk_size)
+
+    def _record(self, chunk: int) -> Path:
+        return self.chunks / f"{chunk:08d}.json"
+
+    def prepare(self) -> list[int]:
+        """Create the partial file (or keep the one a killed writer left) and return the chunks to embed;
+        records that do not match (another chunk size, changed bytes) are removed with a note."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphan_temporaries(self.path.parent)  # what writers of this host that were killed left in the cache
+        reuse = False
+        if self.partial.is_file():
+            try:
+                probe = NpyRows(self.partial)
+                reuse = probe.shape == self.shape and probe.dtype == self.dtype
+            except (ValueError, OSError, EOFError):
+                reuse = False
+        if not reuse:
+            shutil.rmtree(self.chunks, ignore_errors=True)
+            create_npy(self.partial, self.shape, self.dtype)
+        self.chunks.mkdir(exist_ok=True)
+        done, dropped = set(), 0
+        rows = NpyRows(self.partial)
+        for record in sorted(self.chunks.glob("*.json")):
+            try:
+                meta = json.loads(record.read_text())
+                chunk = int(record.stem)
+                start, stop = self.rows(chunk)
+                good = (meta.get("key_sha256") == self.digest and meta.get("chunk_size") == self.chunk_size
+                        and meta.get("rows") == [start, stop] and chunk < self.num_chunks
+                        and meta.get("sha256") == rows_sha256(rows.take(np.arange(start, stop))))
+            except (ValueError, OSError, TypeError):
+                good = False
+            if good:
+                done.add(chunk)
+            else:
+                record.unlink(missing_ok=True)
+                dropped += 1
+        if dropped:
+            note(f"{self.chunks}: {dropped} chunk record(s) of an interrupted run do not match (another chunk size, or "
+                 f"changed bytes): those chunks are embedded again")
+        if done:
+            note(f"{self.path.name}: resuming an interrupted embedding, {len(done)} of {self.num_chunks} chunk(s) "
+                 f"already done")
+        return [c for c in range(self.num_chunks) if c not in done]
+
+    def write(self, chunk: int, descriptors: np.ndarray, unreadable: Sequence[int]) -> None:
+        """Store chunk ``chunk``'s rows (on disk before its record) and its record; ``unreadable``: indices
+        in the whole set."""
+        start, stop = self.rows(chunk)
+        block = np.ascontiguousarray(descriptors, dtype=self.dtype)
+        if block.shape != (stop - start, self.shape[1]):
+            raise ValueError(f"chunk {chunk}: {block.shape} rows for [{start}, {stop}) x {self.shape[1]}")
+        write_rows(self.partial, start, block)
+        atomic_write_text(self._record(chunk), json.dumps({
+            "key_sha256": self.digest, "chunk_size": self.chunk_size, "rows": [start, stop],
+            "sha256": rows_sha256(block), "unreadable": [int(i) for i in unreadable]}))
+
+    def finish(self, label: str) -> tuple[NpyRows, np.ndarray]:
+        """The finished array moved to ``path`` with its record; (descriptors on disk, unreadable indices)."""
+        unreadable = []
+        for chunk in range(self.num_chunks):
+            unreadable += json.loads(self._record(chunk).read_text())["unreadable"]
+        unreadable = np.asarray(sorted(unreadable), dtype=np.int64)
+        rows = NpyRows(self.partial)
+        readable = np.ones(self.shape[0], dtype=bool)
+        readable[unreadable] = False
+        meta = {"label": label, "key": self.key, "shape": list(self.shape), "dtype": str(self.dtype),
+                "sha256": array_sha256(rows), "unreadable": unreadable.tolist(),
+                "normalized": bool(readable.any()) and norms_are_one(row_norms(rows)[readable])}
+        self.path.with_suffix(".json").unlink(missing_ok=True)  # a stale record never describes the new array
+        os.replace(self.partial, self.path)
+        atomic_write_text(self.path.with_suffix(".json"), json.dumps(meta, indent=1))
+        shutil.rmtree(self.chunks, ignore_errors=True)
+        return NpyRows(self.path), unreadable
 
 
 def usable_cache_dir(cache_dir: Optional[str | Path]) -> Optional[Path]:

@@ -15,11 +15,13 @@ from dataloaders.eval import BENCHMARKS, EvalDataset, Suite
 from dataloaders.eval.msls_test import CHALLENGE_TOP, challenge_keys, check_challenge_file, write_challenge_file
 from utils.errors import ConfigError, DataError
 from utils.files import atomic_write_text
-from utils.recall import format_recall_table, get_validation_recalls, search_nearest
+from utils.npy_rows import BLOCK_ROWS, create_npy, drop_rows, read_rows, row_blocks, write_rows
+from utils.recall import format_recall_table, recall_at_k
+from utils.search import Searcher, Whitening
 from utils.visualize import plot_recall_curves, save_retrievals
 
 from .descriptor_cache import network_identity, weights_fingerprint
-from .inference import cached_embed_paths, check_descriptors
+from .inference import cached_embed_paths, check_descriptors, image_paths
 from .loading import architecture_of, checkpoint_preprocessing, load_weights, open_checkpoint, release_settings
 from .network import VPRNet, build_network
 from .releases import load_release, release_in
@@ -87,30 +89,62 @@ def drop_images(dataset: EvalDataset, indices: np.ndarray) -> EvalDataset:
     return dataset.without(indices)
 
 
-def evaluation_recalls(descriptors: np.ndarray, dataset: EvalDataset, k_values: Sequence[int],
-                       faiss_gpu: bool = False, unreadable: Sequence[int] = ()
-                       ) -> tuple[dict[int, float], EvalDataset, np.ndarray]:
+def evaluation_recalls(descriptors, dataset: EvalDataset, k_values: Sequence[int],
+                       faiss_gpu: bool = False, unreadable: Sequence[int] = (), searcher: Optional[Searcher] = None,
+                       stats: Optional[dict] = None) -> tuple[dict[int, float], EvalDataset, np.ndarray]:
     """(recall@K, the set evaluated, indices left out) of ``dataset`` from its (N, D) descriptors, database
     first then queries, as in validation. ``unreadable``: indices of images left out as unreadable
     (``skip_unreadable``): an unreadable database image leaves the database, an unreadable query the
     evaluation (``EvalDataset.without``); training's validation and eval.py share this, so they agree.
-    Every other row must be finite (``inference.check_descriptors`` names the model that broke that)."""
+    Every other row must be finite (``inference.check_descriptors`` names the model that broke that).
+
+    ``descriptors`` may be on disk (``utils.npy_rows.NpyRows``): the database is then read block by block.
+    ``searcher`` (default: exact search, ``faiss_gpu`` on the GPU) searches the database; ``stats``, when
+    given, receives what building its index took (``SearchIndex.stats``)."""
     unreadable = np.unique(np.asarray(unreadable, dtype=np.int64))
     if len(descriptors) != len(dataset):
         raise ValueError(f"{dataset.name}: {len(descriptors)} descriptors for {len(dataset)} images")
     if len(unreadable):
         dataset = dataset.without(unreadable)
-        descriptors = np.delete(descriptors, unreadable, axis=0)
-    if not np.isfinite(descriptors).all():
+        descriptors = drop_rows(descriptors, unreadable)
+    if not all(np.isfinite(block).all() for _, block in row_blocks(descriptors)):
         raise ValueError(f"{dataset.name}: non-finite descriptors of images that were read: check them with "
                          f"models.inference.check_descriptors first")
     if dataset.num_references == 0 or dataset.num_queries == 0:
         raise DataError(f"{dataset.name}: no readable {'database image' if dataset.num_references == 0 else 'query'} "
                         f"is left after skipping {len(unreadable)} unreadable image(s)")
-    recalls = get_validation_recalls(descriptors[: dataset.num_references], descriptors[dataset.num_references:],
-                                     k_values, dataset.ground_truth, print_results=False, faiss_gpu=faiss_gpu,
-                                     dataset_name=dataset.name)
-    return recalls, dataset, unreadable
+    searcher = searcher or Searcher(faiss_gpu=faiss_gpu)
+    database = descriptors[: dataset.num_references] if isinstance(descriptors, np.ndarray) else \
+        descriptors.take(np.arange(dataset.num_references))
+    queries = read_rows(descriptors, dataset.num_references, len(descriptors))
+    index = searcher.build(database)
+    k_values = list(k_values)
+    _, predictions = index.search(queries, min(max(k_values), dataset.num_references))
+    if stats is not None:
+        stats.update(index.stats)
+    return recall_at_k(predictions, dataset.ground_truth, dataset.num_references, k_values), dataset, unreadable
+
+
+def learned_whitening(net: VPRNet, identity: Optional[str], searcher: Searcher, settings: dict,
+                      cache_dir: Optional[Path]) -> Optional[Whitening]:
+    """The PCA whitening ``searcher.whitening`` asks for (None when it asks for none): learned on the
+    descriptors of those training images (a folder or .txt list), embedded as evaluation embeds (through the
+    cache), to ``searcher.whitening_dim`` components."""
+    if not searcher.whitening:
+        return None
+    paths = image_paths(searcher.whitening)
+    name = settings.get("name", "the model")
+    descriptors, unreadable, _ = cached_embed_paths(
+        net, paths, cache_dir, "whitening-" + Path(str(searcher.whitening)).name, identity, settings["image_size"],
+        settings["precision"], settings["skip_unreadable"], dtype=settings.get("cache_dtype", "float32"),
+        batch_size=settings["batch_size"], device=settings["device"], num_workers=settings["num_workers"],
+        progress=settings["progress"], name=name)
+    start = time.perf_counter()
+    whitening = Whitening.learn(drop_rows(np.asarray(descriptors), unreadable), searcher.whitening_dim,
+                                source=str(searcher.whitening))
+    print(f"PCA whitening ({whitening.d_in} -> {whitening.d_out}-d) learned on {len(paths) - len(unreadable):,} "
+          f"images of {searcher.whitening} in {time.perf_counter() - start:.1f} s")
+    return whitening
 
 
 def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDataset, label: str, settings: dict,
@@ -123,7 +157,9 @@ def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDatase
     ``settings``: image_size, precision, skip_unreadable, batch_size, device, num_workers, progress,
     k (recall@K values), faiss_gpu, visualize (pictures per benchmark), failures_only, top_k, and
     optionally name (the model in error messages; default ``label``), save_descriptors (None, 'float16'
-    or 'float32': ``save_descriptors``) and save_predictions (top-K per query: ``save_predictions``).
+    or 'float32': ``save_descriptors``), save_predictions (top-K per query: ``save_predictions``), search (a
+    ``utils.search.Searcher``; default exact), whitening (its learned ``Whitening``, ``learned_whitening``)
+    and cache_dtype (float32 or float16: how descriptors are stored in the cache).
     """
     start = time.perf_counter()
     name = settings.get("name", label)
@@ -131,9 +167,12 @@ def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDatase
         identity = network_identity(net)
     descriptors, unreadable, reused = cached_embed_paths(
         net, dataset.images, cache_dir, f"{dataset.name}-{label}", identity, settings["image_size"],
-        settings["precision"], settings["skip_unreadable"], batch_size=settings["batch_size"],
-        device=settings["device"], num_workers=settings["num_workers"], progress=settings["progress"], name=name)
+        settings["precision"], settings["skip_unreadable"], dtype=settings.get("cache_dtype", "float32"),
+        batch_size=settings["batch_size"], device=settings["device"], num_workers=settings["num_workers"],
+        progress=settings["progress"], name=name)
     check_descriptors(descriptors, unreadable, net, name, dataset.images, settings["precision"])
+    searcher = settings.get("search") or Searcher(faiss_gpu=settings["faiss_gpu"])
+    searcher = searcher.whitened(settings.get("whitening"))
     embedded = time.perf_counter()
     record = {"num_references": dataset.num_references, "num_queries": dataset.num_queries,
               "descriptor_dim": int(descriptors.shape[1]), "skipped_database": 0, "skipped_queries": 0,
@@ -145,15 +184,17 @@ def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDatase
         atomic_write_text(listing, "".join(dataset.images[i] + "\n" for i in unreadable))
         print(f"{dataset.name}: skipped {len(unreadable)} unreadable image(s) ({skipped_db} database, "
               f"{len(unreadable) - skipped_db} queries), listed in {listing}")
+    stats = {}
     if dataset.labelled:
-        recalls, dataset, _ = evaluation_recalls(descriptors, dataset, settings["k"], settings["faiss_gpu"], unreadable)
+        recalls, dataset, _ = evaluation_recalls(descriptors, dataset, settings["k"], settings["faiss_gpu"], unreadable,
+                                                 searcher, stats)
         record["recall"] = {str(k): v for k, v in recalls.items()}
     else:
         dataset = dataset.without(unreadable) if len(unreadable) else dataset
         record["recall"] = None
-    descriptors = np.delete(descriptors, unreadable, axis=0)
+    descriptors = drop_rows(descriptors, unreadable)
     record.update(num_references=dataset.num_references, num_queries=dataset.num_queries,
-                  protocol=dataset.protocol)
+                  protocol=dataset.protocol, search=searcher.record(stats))
     record["seconds_embedding"] = round(embedded - start, 2)
     safe_label = label.replace("/", "_")
     if settings.get("save_descriptors"):
@@ -163,9 +204,10 @@ def evaluate_benchmark(net: VPRNet, identity: Optional[str], dataset: EvalDatase
     k = max(settings.get("save_predictions") or 0, settings["top_k"] if settings["visualize"] else 0,
             CHALLENGE_TOP if challenge else 0)
     if k:
-        r_list, q_list = descriptors[: dataset.num_references], descriptors[dataset.num_references:]
-        distances, predictions = search_nearest(r_list, q_list, min(k, dataset.num_references),
-                                                faiss_gpu=settings["faiss_gpu"], return_distances=True)
+        r_list = descriptors[: dataset.num_references] if isinstance(descriptors, np.ndarray) else \
+            descriptors.take(np.arange(dataset.num_references))
+        q_list = read_rows(descriptors, dataset.num_references, len(descriptors))
+        distances, predictions = searcher.search(r_list, q_list, min(k, dataset.num_references))
         if settings.get("save_predictions"):
             top = settings["save_predictions"]
             record["predictions"] = save_predictions(dataset, predictions[:, :top], distances[:, :top],
@@ -195,9 +237,13 @@ def save_descriptors(dataset: EvalDataset, descriptors: np.ndarray, folder: Path
     if dtype not in DESCRIPTOR_DTYPES:
         raise ConfigError(f"save_descriptors={dtype!r}: choose one of {DESCRIPTOR_DTYPES}")
     folder.mkdir(parents=True, exist_ok=True)
-    for part, rows, paths in (("database", descriptors[: dataset.num_references], dataset.database_paths),
-                              ("queries", descriptors[dataset.num_references:], dataset.query_paths)):
-        np.save(folder / f"{part}.npy", np.ascontiguousarray(rows, dtype=dtype))
+    n, width = dataset.num_references, descriptors.shape[1]
+    for part, first, stop, paths in (("database", 0, n, dataset.database_paths),
+                                     ("queries", n, len(descriptors), dataset.query_paths)):
+        target = folder / f"{part}.npy"  # written block by block: the descriptors may be a city on disk
+        create_npy(target, (stop - first, width), dtype)
+        for row in range(first, stop, BLOCK_ROWS):
+            write_rows(target, row - first, read_rows(descriptors, row, min(row + BLOCK_ROWS, stop), dtype), sync=False)
         atomic_write_text(folder / f"{part}.txt", "".join(f"{p}\n" for p in paths))
     return {"folder": str(folder), "dtype": dtype}
 
@@ -269,8 +315,9 @@ def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_val
                   protocol: dict, titles: Optional[dict] = None, suite: Optional[Suite] = None) -> dict[str, Path]:
     """recalls.json, recalls.csv, recalls.md and the recall curves under ``out_dir``; ``titles`` maps
     benchmark names to the titles shown (e.g. 'Pitts30k-test (synthetic)'). ``protocol``: the run's
-    settings (k, precision, synthetic) and ``benchmarks``: each benchmark's protocol record
-    (``EvalDataset.protocol``), written into recalls.json and stated under the table in recalls.md.
+    settings (k, precision, synthetic, search: ``Searcher.record()``, the index that searched) and
+    ``benchmarks``: each benchmark's protocol record (``EvalDataset.protocol``), written into recalls.json
+    and stated under the table in recalls.md.
 
     With ``suite`` (the run evaluated one ``suite:<paper>``), recalls.md is that paper's table: its columns in
     its order with its titles and its recall@K, each column's protocol in a numbered footnote. A set without
@@ -292,7 +339,8 @@ def write_results(results: dict, benchmarks: Sequence[str], out_dir: Path, k_val
         csv.writer(f).writerows(rows)
     scored = [b for b in benchmarks if all(r["benchmarks"][b]["recall"] is not None for r in results.values())]
     size = "; ".join(f"{label}: {size_text(r)}" for label, r in results.items())
-    notes = ["", f"Recall@K (%), exact nearest neighbours. Image size (H x W): {size}."]
+    search = protocol.get("search", {}).get("description", Searcher().describe())
+    notes = ["", f"Recall@K (%), {search}. Image size (H x W): {size}."]
     shown, marks, table_k = dict(titles), {}, TABLE_K
     if suite is not None:
         notes.insert(1, f"The table of {suite.citation}: its columns, in its order."

@@ -15,6 +15,7 @@ from utils.errors import ConfigError
 from utils.files import atomic_write_text
 from utils.losses import LOSSES, MINERS, get_loss, get_miner
 from utils.recall import DEFAULT_K, check_k, format_recall_table
+from utils.search import Searcher
 
 from .aggregators import AGGREGATOR_NAMES
 from .backbones import BACKBONE_NAMES
@@ -73,6 +74,9 @@ class VPRModel(L.LightningModule):
         miner_name: a pytorch-metric-learning miner class name, or none.
         miner_margin: deprecated (the original MixVPR keyword): the miner's epsilon/margin; use miner_config.
         faiss_gpu: run the recall@K search on the GPU (needs faiss-gpu).
+        search: how validation and test search the database (``utils.search.Searcher``: a faiss
+            index_factory string such as ``IVF1024,PQ32`` or ``HNSW32``, its params, a memory budget);
+            None: exact search, the reference of paper tables. Whitening is learned by eval.py/retrieve.py.
         image_size: (height, width) for training and evaluation; None: in_h/in_w of agg_config times the
             backbone's stride (as the original constructor), else 320 x 320 (DINOv2: 322 x 322).
         backbone_config: options of backbones that take more (DINOv2: num_trainable_blocks,
@@ -138,6 +142,7 @@ class VPRModel(L.LightningModule):
         global_loss: Optional[bool] = None,
         channels_last: bool = False,
         activation_checkpointing: bool = False,
+        search: Optional[Searcher] = None,
     ):
         super().__init__()
         if warmpup_steps is not None:
@@ -161,14 +166,20 @@ class VPRModel(L.LightningModule):
                 f"lr_decay_steps >= 1 (got {lr_decay_steps}) and 0 <= lr_end_factor <= 1 (got {lr_end_factor}), and "
                 f"takes no milestones (got {list(milestones)}: set milestones to [])")
         check_k(recall_k, "recall_k")
+        if isinstance(search, dict):  # as stored in a checkpoint's hyper-parameters
+            search = Searcher(**search)
+        if search is not None and search.whitening:
+            raise ConfigError(f"model.search.whitening {search.whitening!r}: PCA whitening is learned on a training set "
+                              f"by eval.py and retrieve.py (--search.whitening); validation searches without it")
         net = build_network(backbone_arch, False, layers_to_freeze, layers_to_crop, agg_arch, agg_config,
                             image_size, backbone_config)
         if isinstance(distillation, dict):
             distillation = DistillationConfig(**distillation)
-        self.save_hyperparameters(ignore=["warmpup_steps", "miner_margin", "distillation"])
+        self.save_hyperparameters(ignore=["warmpup_steps", "miner_margin", "distillation", "search"])
         # the canonical values: derived image size, aliases resolved, distillation as a plain dict
         self.hparams.update(image_size=list(net.image_size), warmup_steps=warmup_steps, miner_config=miner_config,
-                            distillation=distillation.as_dict() if distillation else None)
+                            distillation=distillation.as_dict() if distillation else None,
+                            search=search.as_dict() if search is not None else None)
         # the network's modules are this module's children (state_dict keys backbone.*, aggregator.*);
         # ``net`` itself is not registered, so nothing appears twice
         self.backbone = net.backbone
@@ -183,6 +194,7 @@ class VPRModel(L.LightningModule):
         # distillation: the frozen teacher (a plain attribute, outside the state_dict, optimizer and DDP) is
         # loaded when training starts; the loss module once the teacher's descriptor size is known
         self.distillation = distillation
+        self.searcher = search or Searcher()
         self.teacher: Optional[Teacher] = None
         # initial weights (init_from / pretrained): None, then pending (setup), loaded or restored (a checkpoint)
         self._initial_weights: Optional[str] = None
@@ -489,7 +501,8 @@ class VPRModel(L.LightningModule):
         titles = {n: benchmark_title(n, synthetic) for n in recalls}
         size = self.net.preprocessing.image_size
         table = "\n".join([markdown_table(results, list(recalls), titles=titles), "",
-                           f"Recall@K (%), exact nearest neighbours. Image size (H x W): {size[0]}x{size[1]}.",
+                           f"Recall@K (%), {self.evaluation_searcher().describe()}. Image size (H x W): "
+                           f"{size[0]}x{size[1]}.",
                            *protocol_lines(protocols, titles)])
         self.print("\n" + table + "\n")
         if self.trainer.is_global_zero and self.trainer.log_dir:
@@ -498,4 +511,11 @@ class VPRModel(L.LightningModule):
     def evaluate_descriptors(self, descriptors: np.ndarray, dataset, unreadable=()) -> dict[int, float]:
         """Recall@K of an evaluation set (database first, then queries) from its descriptors; the images at
         ``unreadable`` are left out as eval.py leaves them out (``models.evaluation.evaluation_recalls``)."""
-        return evaluation_recalls(descriptors, dataset, self.hparams.recall_k, self.hparams.faiss_gpu, unreadable)[0]
+        return evaluation_recalls(descriptors, dataset, self.hparams.recall_k, self.hparams.faiss_gpu, unreadable,
+                                  self.evaluation_searcher())[0]
+
+    def evaluation_searcher(self) -> Searcher:
+        """The search of validation and test: ``search`` (exact by default), on the GPU with ``faiss_gpu``."""
+        if self.hparams.faiss_gpu and not self.searcher.faiss_gpu:
+            return Searcher(**{**self.searcher.as_dict(), "faiss_gpu": True})
+        return self.searcher

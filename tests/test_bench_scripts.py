@@ -67,3 +67,15 @@ def test_deployment_benchmark_prints_float_and_int8_rows(synthetic, tmp_path):
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]  # int8 weights: about a quarter of float32's bytes
     assert [row[4] for row in rows] == ["128", "64", "128"]  # descriptor bytes: 32-d float32, float16, float32
     assert (tmp_path / "deployment.md").read_text().startswith("| model | precision |")
+
+
+def test_search_scale_benchmark_measures_each_index_against_exact_search(tmp_path):
+    out = run_bench("bench/search_scale.py", "indexes", "--n", "2000", "--d", "32", "--work", str(tmp_path),
+                    "--indexes", "Flat", "HNSW8", "--params", "", "efSearch=32", "--budget", "64MB")
+    rows = table_rows(out)
+    assert [row[1] for row in rows] == ["Flat", "HNSW8"]
+    assert rows[0][7] == "100.0 / 100.0 / 100.0"  # exact search finds the exact neighbours
+    out = run_bench("bench/search_scale.py", "exact", "--n", "2000", "--d", "32", "--work", str(tmp_path),
+                    "--budget", "2MB")
+    [row] = table_rows(out)
+    assert row[1] == "2MB" and int(row[2]) > 1  # shards

@@ -12,6 +12,11 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def process_rank() -> int:
+    """Rank of this process in the default group (0 outside torch.distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def all_gather_with_grad(values: Tensor) -> Tensor:
     """(n_local, ...) on each rank -> (n_0 + ... + n_{W-1}, ...) on every rank, rows in rank order.
 

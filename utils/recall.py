@@ -1,4 +1,5 @@
-"""Recall@K of place recognition: exact nearest neighbours with faiss, hits counted without a loop."""
+"""Recall@K of place recognition: nearest neighbours with faiss (``utils.search``), hits counted without a loop."""
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -31,23 +32,21 @@ def check_faiss_gpu(setting: str = "faiss_gpu=True") -> None:
 
 
 def search_nearest(r_list: np.ndarray, q_list: np.ndarray, k: int, faiss_gpu: bool = False,
-                   return_distances: bool = False):
-    """Indices (num_queries, k) of the k nearest references of each query by exact L2 search.
+                   return_distances: bool = False, searcher=None):
+    """Indices (num_queries, k) of the k nearest references of each query (by default exact L2 search).
 
-    On L2-normalised descriptors L2 order equals cosine order. ``faiss_gpu`` uses a GPU index when
-    faiss has GPU support, and says so when it does not. ``return_distances``: return
-    ``(squared L2 distances, indices)``, both (num_queries, k).
+    On L2-normalised descriptors L2 order equals cosine order; ties are ordered by reference index.
+    ``searcher`` (``utils.search.Searcher``; default: exact search in one shard, one faiss IndexFlatL2
+    search) says how; ``faiss_gpu`` uses a GPU when faiss has GPU support, and says so when it does not.
+    ``return_distances``: return ``(squared L2 distances, indices)``, both (num_queries, k).
     """
-    import faiss  # here, not at import time: recall tables and hit counting do not need it
+    from .search import Searcher  # faiss is imported when searching: recall tables and hit counting do not need it
 
-    r_list = np.ascontiguousarray(r_list, dtype=np.float32)
-    q_list = np.ascontiguousarray(q_list, dtype=np.float32)
-    index = faiss.IndexFlatL2(r_list.shape[1])
-    if faiss_gpu:
-        check_faiss_gpu()
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    index.add(r_list)
-    distances, predictions = index.search(q_list, k)
+    if searcher is None:
+        searcher = Searcher(faiss_gpu=faiss_gpu)
+    elif faiss_gpu and not searcher.faiss_gpu:
+        searcher = replace(searcher, faiss_gpu=True)
+    distances, predictions = searcher.search(r_list, q_list, k)
     return (distances, predictions) if return_distances else predictions
 
 
@@ -85,12 +84,14 @@ def format_recall_table(recalls: dict[int, float], dataset_name: str = "") -> st
 
 
 def get_validation_recalls(r_list, q_list, k_values, gt, print_results=True, faiss_gpu=False,
-                           dataset_name="dataset without name ?") -> dict[int, float]:
+                           dataset_name="dataset without name ?", searcher=None) -> dict[int, float]:
     """Recall@K of queries ``q_list`` against references ``r_list``; ``gt[i]`` holds the positive
-    reference indices of query i. Returns ``{k: fraction}``, optionally printing the table."""
+    reference indices of query i. Returns ``{k: fraction}``, optionally printing the table.
+    ``searcher`` (``utils.search.Searcher``, default exact): how the references are searched; ``r_list``
+    may be an array on disk (``utils.npy_rows.NpyRows``), searched shard by shard within its memory budget."""
     k_values = list(k_values)
     k_max = min(max(k_values), len(r_list))
-    predictions = search_nearest(r_list, q_list, k_max, faiss_gpu=faiss_gpu)
+    predictions = search_nearest(r_list, q_list, k_max, faiss_gpu=faiss_gpu, searcher=searcher)
     recalls = recall_at_k(predictions, gt, len(r_list), k_values)
     if print_results:
         print("\n" + format_recall_table(recalls, dataset_name) + "\n")
