@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -47,6 +46,7 @@ from models.export import export_onnx, export_verified  # noqa: E402
 from models.loading import architecture_of, open_checkpoint  # noqa: E402
 from models.network import build_network  # noqa: E402
 from models import quantization as q  # noqa: E402
+from utils.timing import best_seconds  # noqa: E402
 
 BENCHMARKS = ("pitts30k_val", "msls_val")
 EPOCHS = 2
@@ -93,17 +93,6 @@ def trained(family: str, runs: Path, epochs: int, extra: tuple = ()) -> Path:
         print(f"  training {family}: python {' '.join(command)}", file=sys.stderr)
         subprocess.run([sys.executable, *command], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return ckpt
-
-
-def best_seconds(fn: Callable[[], object], reps: int) -> float:
-    """Shortest wall time of ``fn()`` over ``reps`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def at_size(net, image_size: tuple[int, int], checkpoint: Path):
@@ -250,11 +239,11 @@ def main() -> None:
                f"{size[0]} x {size[1]} (random weights of each architecture; int8 calibrated on 64 synthetic "
                f"GSV-Cities images), best of {args.reps} runs at batch 1 and {max(1, args.reps // 3)} at batch "
                f"{args.batch}; 'load' is the 1-minute load average when the row was timed.",
-               f"Descriptor bytes and database memory: descriptors stored as float32 (float32 and int8 models "
-               f"output float32) or float16. PQ64 and binary: bytes per image of the compressed codes of an "
-               f"`IVF...,PQ64` index and of binary codes (`BFlat`, sign bits of the centred descriptor) as faiss "
-               f"stores them (`--search.index`, README \"Search at city scale\"); an IVF index adds 8 bytes of id "
-               f"per image.",
+               "Descriptor bytes and database memory: descriptors stored as float32 (float32 and int8 models "
+               "output float32) or float16. PQ64 and binary: bytes per image of the compressed codes of an "
+               "`IVF...,PQ64` index and of binary codes (`BFlat`, sign bits of the centred descriptor) as faiss "
+               "stores them (`--search.index`, README \"Search at city scale\"); an IVF index adds 8 bytes of id "
+               "per image.",
                f"Recall: R@1 (%) on the synthetic {' and '.join(BENCHMARKS)} of each trained demo model at its training "
                f"size; drop = float32 R@1 - this precision's R@1 (points); cosine: mean cosine to the float32 "
                f"descriptors on {len(calibration.held_out)} held-out synthetic GSV-Cities images. int8 calibrated on "

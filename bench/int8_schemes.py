@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from dataloaders.synthetic import SYNTHETIC_CITIES, generate_synthetic  # noqa: 
 from models import quantization as q  # noqa: E402
 from models.export import export_onnx  # noqa: E402
 from models.network import build_network  # noqa: E402
+from utils.timing import best_seconds  # noqa: E402
 
 NETWORKS = {
     "dinov2_vits14-boq": dict(backbone_arch="dinov2_vits14", agg_arch="BoQ", image_size=(224, 224),
@@ -42,17 +42,6 @@ NETWORKS = {
     "resnet18-boq": dict(backbone_arch="resnet18", agg_arch="BoQ", image_size=(224, 224),
                          agg_config=dict(proj_channels=128, num_queries=16, num_layers=2, row_dim=4)),
 }
-
-
-def best_seconds(fn, reps: int) -> float:
-    """Shortest wall time of ``fn()`` over ``reps`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(name: str, calibration: q.Calibration, threads: int, reps: int) -> list[dict]:

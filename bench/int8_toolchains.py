@@ -35,19 +35,9 @@ from models.evaluation import evaluation_recalls, load_for_evaluation  # noqa: E
 from models.export import export_onnx  # noqa: E402
 from models.loading import architecture_of, open_checkpoint  # noqa: E402
 from models.network import build_network  # noqa: E402
+from utils.timing import best_seconds  # noqa: E402
 
 VARIANTS = ("ort_fp32", "ort_int8", "pt2e_int8", "inductor_fp32")
-
-
-def best_seconds(fn, reps: int) -> float:
-    """Shortest wall time of ``fn()`` over ``reps`` runs after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def compiled_pt2e(net, size, calibration: torch.Tensor, quantize: bool):

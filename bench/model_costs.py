@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence, Union
+from typing import Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from models.inference import PRECISIONS  # noqa: E402
 from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.cli import run_command  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
+from utils.timing import best_seconds  # noqa: E402
 
 # short name -> (what it is, VPRModel arguments, repetitions weight: 1 = full count). MixVPR as published: 4
 # mixer layers, mlp_ratio 1, 4 output rows. Ours: ResNets and torchvision trunks cut after stage 3 (stride 16,
@@ -104,19 +105,6 @@ def build(name: str, image_size: tuple[int, int], channels_last: bool = False) -
     else:
         config = {"pretrained": False, **config}
     return VPRModel(**config, image_size=image_size, channels_last=channels_last).eval()
-
-
-def best_seconds(fn: Callable[[], object], reps: int, warmup: int = 1) -> float:
-    """Shortest wall time of ``fn()`` over ``reps`` runs after ``warmup`` runs: the least disturbed run
-    (as ``timeit`` recommends; other processes only ever add time)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def macs_per_image(model: torch.nn.Module, image_size: tuple[int, int]) -> int:
